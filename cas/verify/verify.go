@@ -1,0 +1,162 @@
+// Package verify is the storage behaviour that keeps CAS objects honest
+// when they are stored as plain bytes: a Put is published only if its bytes
+// hash to the key's digest, and a Get never completes with bytes that do
+// not. AC entries pass straight through (an ActionResult does not hash to
+// its action digest).
+//
+// Put hashes the upload while handing it to the inner store; on a mismatch
+// the reader the inner store consumes returns an error, so the inner store
+// publishes nothing. An upload longer than the digest size fails as soon as
+// it has one byte too many.
+//
+// Get hashes while the caller reads and holds back the blob's final byte
+// until the whole object has been read from the inner store and its hash
+// checked. A corrupt object therefore ends in an error wrapping ErrCorrupt,
+// never in a complete stream; it is deleted from the inner store and logged
+// at WARN, so the next FindMissing reports it and Bazel uploads it again.
+// Memory is independent of blob size.
+package verify
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+
+	"github.com/sealcache/sealcache/cas"
+)
+
+// ErrDigestMismatch is wrapped by Put errors for uploads whose bytes do not
+// match their digest (the server answers INVALID_ARGUMENT).
+var ErrDigestMismatch = errors.New("blob does not match its digest")
+
+// ErrCorrupt is wrapped by Get errors (at open or from Read) for stored
+// bytes that do not match their digest.
+var ErrCorrupt = errors.New("stored blob is corrupt")
+
+// MismatchError details an upload that did not match its digest.
+type MismatchError struct {
+	Expected cas.Digest
+	// Received is how many bytes arrived; for an upload longer than
+	// Expected.Size it is Expected.Size+1 and Actual is zero, because the
+	// upload was cut off there.
+	Received int64
+	Actual   cas.Digest
+}
+
+func (e *MismatchError) Error() string {
+	if e.Received > e.Expected.Size {
+		return fmt.Sprintf("blob %s does not match its digest: received more than %d bytes", e.Expected, e.Expected.Size)
+	}
+	return fmt.Sprintf("blob %s does not match its digest: received %d bytes hashing to %s", e.Expected, e.Received, e.Actual)
+}
+
+func (e *MismatchError) Unwrap() error { return ErrDigestMismatch }
+
+// Store wraps an inner BlobStore with digest verification of CAS objects.
+type Store struct {
+	inner  cas.BlobStore
+	logger *slog.Logger
+}
+
+// New returns inner with verification. A nil logger discards logs.
+func New(inner cas.BlobStore, logger *slog.Logger) cas.BlobStore {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Store{inner: inner, logger: logger}
+}
+
+// FindMissing passes through.
+func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
+	return s.inner.FindMissing(ctx, keys)
+}
+
+// Delete passes through.
+func (s *Store) Delete(ctx context.Context, key cas.Key) error {
+	return s.inner.Delete(ctx, key)
+}
+
+// digestOf finishes h into a digest of size bytes under fn.
+func digestOf(fn cas.DigestFunction, h hash.Hash, size int64) cas.Digest {
+	return cas.Digest{Function: fn, Hash: hex.EncodeToString(h.Sum(nil)), Size: size}
+}
+
+// Put streams r to the inner store, which publishes it only if it matches
+// key.Digest.
+func (s *Store) Put(ctx context.Context, key cas.Key, r io.Reader) error {
+	if key.Kind != cas.KindCAS {
+		return s.inner.Put(ctx, key, r)
+	}
+	h, err := cas.NewHasher(key.Digest.Function)
+	if err != nil {
+		return fmt.Errorf("storing %s: %w", key, err)
+	}
+	vr := &uploadReader{r: r, h: h, want: key.Digest}
+	err = s.inner.Put(ctx, key, vr)
+	if vr.mismatch != nil {
+		return vr.mismatch // whatever the inner store made of it
+	}
+	if err != nil {
+		return err
+	}
+	if !vr.checked {
+		// The inner store returned without reading to EOF, so the upload's
+		// end is unchecked: finish reading it, and take the object back if
+		// it was wrong.
+		if _, err := io.Copy(io.Discard, vr); err != nil {
+			if delErr := s.inner.Delete(context.WithoutCancel(ctx), key); delErr != nil {
+				s.logger.Error("could not delete a mismatching upload", "key", key.String(), "error", delErr.Error())
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// uploadReader hashes and counts an upload and turns a mismatch into a read
+// error at EOF (or at the first byte past the digest size).
+type uploadReader struct {
+	r        io.Reader
+	h        hash.Hash
+	want     cas.Digest
+	n        int64
+	checked  bool // reached EOF and matched
+	mismatch *MismatchError
+}
+
+func (u *uploadReader) Read(p []byte) (int, error) {
+	if u.mismatch != nil {
+		return 0, u.mismatch
+	}
+	if u.checked {
+		return 0, io.EOF
+	}
+	unknownSize := u.want.Size == cas.SizeUnknown
+	// Never read more than one byte past the expected size.
+	if room := u.want.Size - u.n + 1; !unknownSize && int64(len(p)) > room {
+		p = p[:room]
+	}
+	n, err := u.r.Read(p)
+	u.h.Write(p[:n])
+	u.n += int64(n)
+	if !unknownSize && u.n > u.want.Size {
+		u.mismatch = &MismatchError{Expected: u.want, Received: u.n}
+		return 0, u.mismatch
+	}
+	if err == io.EOF {
+		got := digestOf(u.want.Function, u.h, u.n)
+		if unknownSize {
+			got.Size = cas.SizeUnknown
+		}
+		if got != u.want {
+			u.mismatch = &MismatchError{Expected: u.want, Received: u.n, Actual: got}
+			return n, u.mismatch
+		}
+		u.checked = true
+	}
+	return n, err
+}

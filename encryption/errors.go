@@ -1,0 +1,43 @@
+package encryption
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/sealcache/sealcache/encryption/stream"
+)
+
+// ErrCorrupt is wrapped by errors for sealed objects that fail to open: a
+// changed, truncated or misplaced chunk. The Store deletes such objects.
+var ErrCorrupt = stream.ErrCorrupt
+
+// ErrDigestMismatch is wrapped by Put errors when the bytes received do not
+// hash to the blob's digest; nothing is stored.
+var ErrDigestMismatch = errors.New("blob does not match its digest")
+
+// ErrBadPartition is wrapped when a key's partition has no org id segment.
+var ErrBadPartition = errors.New("partition does not start with an org id")
+
+// KeyUnavailableError says an org's key could not be unwrapped, so its data
+// can be neither read nor written. Servers map it to UNAVAILABLE: it is never
+// a miss.
+type KeyUnavailableError struct {
+	OrgID  string
+	KeyID  string
+	Half   string // "customer" or "operator": whose KMS key failed
+	KeyURI string
+	Cause  error // usually a *kms.Error
+}
+
+func (e *KeyUnavailableError) Error() string {
+	what := "the org's KMS key " + e.KeyURI
+	next := "check that the key exists, is enabled and that the cache server may use it"
+	if e.Half == "operator" {
+		what = "the operator's KMS key " + e.KeyURI
+		next = "the server operator must check the operator key"
+	}
+	return fmt.Sprintf("encryption key %s of org %s is unavailable: cannot unwrap with %s: %v; %s",
+		e.KeyID, e.OrgID, what, e.Cause, next)
+}
+
+func (e *KeyUnavailableError) Unwrap() error { return e.Cause }

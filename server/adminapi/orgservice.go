@@ -1,0 +1,108 @@
+package adminapi
+
+import (
+	"context"
+	"fmt"
+
+	"connectrpc.com/connect"
+
+	"github.com/sealcache/sealcache/orgs"
+	adminv1 "github.com/sealcache/sealcache/proto/sealcache/admin/v1"
+	"github.com/sealcache/sealcache/proto/sealcache/admin/v1/adminv1connect"
+)
+
+// orgService implements OrgService for the caller's org. requireOrgAdmin
+// has admitted the caller.
+type orgService struct{ *API }
+
+var _ adminv1connect.OrgServiceHandler = (*orgService)(nil)
+
+func (s *orgService) GetOrg(ctx context.Context, _ *connect.Request[adminv1.GetOrgRequest]) (*connect.Response[adminv1.GetOrgResponse], error) {
+	org, err := s.deps.Store.GetOrg(ctx, caller(ctx).OrgID)
+	if err != nil {
+		return nil, s.storeError(ctx, err, "")
+	}
+	stored, hits, misses := s.stats(ctx, org.ID)
+	return connect.NewResponse(&adminv1.GetOrgResponse{Org: orgToProto(org), StoredBytes: stored, Hits: hits, Misses: misses}), nil
+}
+
+func (s *orgService) ListApiKeys(ctx context.Context, _ *connect.Request[adminv1.ListApiKeysRequest]) (*connect.Response[adminv1.ListApiKeysResponse], error) {
+	keys, err := s.deps.Store.ListAPIKeys(ctx, caller(ctx).OrgID)
+	if err != nil {
+		return nil, s.storeError(ctx, err, "")
+	}
+	resp := &adminv1.ListApiKeysResponse{}
+	for _, k := range keys {
+		resp.Keys = append(resp.Keys, apiKeyToProto(k))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (s *orgService) CreateApiKey(ctx context.Context, req *connect.Request[adminv1.CreateApiKeyRequest]) (*connect.Response[adminv1.CreateApiKeyResponse], error) {
+	actor := caller(ctx)
+	role := roleFromProto(req.Msg.GetRole())
+	if role == "" || role == orgs.RoleOperator {
+		return nil, fieldError(connect.CodeInvalidArgument, "role", "choose ROLE_ADMIN, ROLE_WRITER or ROLE_READER")
+	}
+	key, secret, err := s.deps.Store.CreateAPIKey(ctx, actor.OrgID, role, req.Msg.GetLabel())
+	if err != nil {
+		return nil, s.storeError(ctx, err, "label")
+	}
+	s.audit(ctx, actor.OrgID, actor.ID, "api_key_created", fmt.Sprintf("key_id=%s role=%s label=%q", key.ID, key.Role, key.Label))
+	return connect.NewResponse(&adminv1.CreateApiKeyResponse{
+		Key:        apiKeyToProto(key),
+		Secret:     secret,
+		BazelFlags: s.bazelFlags(ctx, secret),
+	}), nil
+}
+
+func (s *orgService) RevokeApiKey(ctx context.Context, req *connect.Request[adminv1.RevokeApiKeyRequest]) (*connect.Response[adminv1.RevokeApiKeyResponse], error) {
+	actor := caller(ctx)
+	id := req.Msg.GetId()
+	if id == "" {
+		return nil, fieldError(connect.CodeInvalidArgument, "id", "name the API key to revoke")
+	}
+	if err := s.keepOneAdmin(ctx, actor.OrgID, id); err != nil {
+		return nil, err
+	}
+	if err := s.deps.Store.RevokeAPIKey(ctx, actor.OrgID, id); err != nil {
+		return nil, s.storeError(ctx, err, "id")
+	}
+	s.audit(ctx, actor.OrgID, actor.ID, "api_key_revoked", "key_id="+id)
+	return connect.NewResponse(&adminv1.RevokeApiKeyResponse{}), nil
+}
+
+// keepOneAdmin refuses to revoke the org's last admin key: nobody could
+// manage the org afterwards, and the operator cannot hand out new keys.
+func (s *orgService) keepOneAdmin(ctx context.Context, orgID, revoking string) error {
+	keys, err := s.deps.Store.ListAPIKeys(ctx, orgID)
+	if err != nil {
+		return s.storeError(ctx, err, "")
+	}
+	admins, target := 0, false
+	for _, k := range keys {
+		if k.Role == orgs.RoleAdmin {
+			admins++
+			target = target || k.ID == revoking
+		}
+	}
+	if target && admins == 1 {
+		return fieldError(connect.CodeFailedPrecondition, "id", "this is the org's last admin key: create another admin key first")
+	}
+	return nil
+}
+
+func (s *orgService) ListAuditEvents(ctx context.Context, req *connect.Request[adminv1.ListAuditEventsRequest]) (*connect.Response[adminv1.ListAuditEventsResponse], error) {
+	if req.Msg.GetPageSize() < 0 {
+		return nil, fieldError(connect.CodeInvalidArgument, "page_size", "must not be negative")
+	}
+	events, next, err := s.deps.Store.ListAuditEvents(ctx, caller(ctx).OrgID, int(req.Msg.GetPageSize()), req.Msg.GetPageToken())
+	if err != nil {
+		return nil, s.storeError(ctx, err, "page_token")
+	}
+	resp := &adminv1.ListAuditEventsResponse{NextPageToken: next}
+	for _, e := range events {
+		resp.Events = append(resp.Events, auditEventToProto(e))
+	}
+	return connect.NewResponse(resp), nil
+}

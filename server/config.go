@@ -1,0 +1,121 @@
+package server
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything the server is told at start-up. cmd/sealcache fills
+// it from flags, SEALCACHE_* environment variables and a YAML file.
+type Config struct {
+	DataDir     string
+	GRPCAddress string
+	HTTPAddress string
+	MaxSize     int64 // disk budget in bytes
+	MaxBlobSize int64 // largest accepted blob in bytes; 0 = no limit beyond MaxSize
+
+	TLSCertFile string // both set: gRPC and HTTP serve TLS
+	TLSKeyFile  string
+
+	AnonymousAccess string // none, read or write: what keyless clients may do in org "default"
+	AuthCacheTTL    time.Duration
+
+	// CMEK
+	KeyCacheTTL        time.Duration
+	KeyRewrapInterval  time.Duration
+	LocalKMSDir        string
+	OperatorKeyURI     string
+	GCPKMSPrincipal    string
+	AWSKMSPrincipal    string
+	GCPKMSEndpoint     string
+	GCPKMSInsecure     bool // plaintext, unauthenticated gRPC to GCPKMSEndpoint (tests, private proxies)
+	GCPCredentialsFile string
+	AWSKMSEndpoint     string
+	AWSRegion          string
+	AWSAccessKeyID     string
+	AWSSecretAccessKey string
+
+	ShutdownGrace time.Duration
+}
+
+// MaxKeyCacheTTL is the longest a derived key may stay in memory: the
+// bound on how long a disabled or revoked key keeps working.
+const MaxKeyCacheTTL = 10 * time.Minute
+
+// Defaults returns the embedded defaults: one machine, one data directory.
+func Defaults() Config {
+	return Config{
+		DataDir:           "./sealcache-data",
+		GRPCAddress:       ":1985",
+		HTTPAddress:       ":8080",
+		MaxSize:           20 << 30,
+		AnonymousAccess:   AnonymousNone,
+		AuthCacheTTL:      30 * time.Second,
+		KeyCacheTTL:       MaxKeyCacheTTL,
+		KeyRewrapInterval: 6 * time.Hour,
+		OperatorKeyURI:    "local-kms://operator",
+		ShutdownGrace:     30 * time.Second,
+	}
+}
+
+// Validate checks the config and fills paths derived from DataDir.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("--data_dir must not be empty")
+	}
+	if c.MaxSize <= 0 {
+		return fmt.Errorf("--max_size must be positive, such as 20GiB")
+	}
+	if c.MaxBlobSize < 0 || c.MaxBlobSize > c.MaxSize {
+		return fmt.Errorf("--max_blob_size must be between 0 (no limit) and --max_size")
+	}
+	switch c.AnonymousAccess {
+	case AnonymousNone, AnonymousRead, AnonymousWrite:
+	default:
+		return fmt.Errorf("--anonymous_access=%q: use none, read or write", c.AnonymousAccess)
+	}
+	if c.KeyCacheTTL <= 0 || c.KeyCacheTTL > MaxKeyCacheTTL {
+		return fmt.Errorf("--key_cache_ttl=%s: must be above 0 and at most %s, the promised bound on how long a disabled key keeps working", c.KeyCacheTTL, MaxKeyCacheTTL)
+	}
+	if c.KeyRewrapInterval < time.Minute {
+		return fmt.Errorf("--key_rewrap_interval=%s: must be at least 1m", c.KeyRewrapInterval)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return fmt.Errorf("--tls_cert_file and --tls_key_file go together")
+	}
+	if c.LocalKMSDir == "" {
+		c.LocalKMSDir = filepath.Join(c.DataDir, "kms")
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 30 * time.Second
+	}
+	return nil
+}
+
+// ParseSize reads a byte size such as "20GiB", "512MB", "1.5TiB" or
+// "4096". KiB, MiB, GiB, TiB (and K, M, G, T) are powers of 1024; KB, MB,
+// GB, TB are powers of 1000. Units are case-insensitive.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := len(t)
+	for i > 0 && (t[i-1] >= 'a' && t[i-1] <= 'z' || t[i-1] >= 'A' && t[i-1] <= 'Z') {
+		i--
+	}
+	number, unit := strings.TrimSpace(t[:i]), strings.ToLower(t[i:])
+	mult, ok := sizeUnits[unit]
+	v, err := strconv.ParseFloat(number, 64)
+	if !ok || err != nil || v < 0 {
+		return 0, fmt.Errorf("size %q: use a number with an optional unit, such as 20GiB, 500MB or 1048576", s)
+	}
+	return int64(v * mult), nil
+}
+
+var sizeUnits = map[string]float64{
+	"": 1, "b": 1,
+	"k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
+	"g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40,
+	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+}

@@ -1,0 +1,361 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/klauspost/compress/zstd"
+	bspb "google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sealcache/sealcache/cas"
+)
+
+const (
+	// readChunkSize is the payload of one ReadResponse: large enough to
+	// amortise per-message cost, small enough to keep memory per stream flat.
+	readChunkSize = 256 << 10
+	// uploadIdleTimeout is how long a broken upload waits for the client to
+	// resume it (QueryWriteStatus + Write at the committed offset) before
+	// it is dropped.
+	uploadIdleTimeout = time.Minute
+)
+
+type byteStreamServer struct {
+	bspb.UnimplementedByteStreamServer
+	s *Server
+}
+
+func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_ReadServer) error {
+	ctx := stream.Context()
+	rn, err := cas.ParseReadResourceName(req.ResourceName)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	size := rn.Digest.Size
+	if req.ReadOffset < 0 || req.ReadOffset > size {
+		return status.Errorf(codes.OutOfRange, "read_offset %d is outside blob %s of %d bytes", req.ReadOffset, rn.Digest, size)
+	}
+	if req.ReadLimit < 0 {
+		return status.Errorf(codes.InvalidArgument, "read_limit %d is negative; use 0 for no limit", req.ReadLimit)
+	}
+	rc, err := b.s.store.Get(ctx, b.s.casKey(ctx, rn.Digest), req.ReadOffset)
+	if err != nil {
+		err = storeError(err)
+		if status.Code(err) == codes.NotFound {
+			b.s.metrics.countLookups(ctx, cas.KindCAS, 0, 1)
+		}
+		return err
+	}
+	defer rc.Close()
+	b.s.metrics.countLookups(ctx, cas.KindCAS, 1, 0)
+	var body io.Reader = rc
+	if req.ReadLimit > 0 {
+		body = io.LimitReader(rc, req.ReadLimit)
+	}
+	out := &readSender{stream: stream, m: b.s.metrics}
+	if rn.Compressor == repb.Compressor_ZSTD {
+		enc, err := zstd.NewWriter(out, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
+		if err != nil {
+			return status.Errorf(codes.Internal, "zstd: %v", err)
+		}
+		if _, err := io.Copy(enc, body); err != nil {
+			enc.Close()
+			return storeError(err)
+		}
+		if err := enc.Close(); err != nil {
+			return storeError(err)
+		}
+		return out.flush()
+	}
+	if _, err := io.Copy(out, body); err != nil {
+		return storeError(err)
+	}
+	return out.flush()
+}
+
+// readSender turns writes into ReadResponse messages of readChunkSize.
+type readSender struct {
+	stream bspb.ByteStream_ReadServer
+	m      *metrics
+	buf    []byte
+}
+
+func (r *readSender) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if r.buf == nil {
+			r.buf = make([]byte, 0, readChunkSize)
+		}
+		take := min(len(p), readChunkSize-len(r.buf))
+		r.buf = append(r.buf, p[:take]...)
+		p = p[take:]
+		if len(r.buf) == readChunkSize {
+			if err := r.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (r *readSender) flush() error {
+	if len(r.buf) == 0 {
+		return nil
+	}
+	if err := r.stream.Send(&bspb.ReadResponse{Data: r.buf}); err != nil {
+		return err
+	}
+	r.m.bytesOut("grpc", int64(len(r.buf)))
+	r.buf = r.buf[:0]
+	return nil
+}
+
+func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {
+	ctx := stream.Context()
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	name := req.ResourceName
+	rn, err := cas.ParseWriteResourceName(name)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := b.s.checkBlobSize(rn.Digest); err != nil {
+		return err
+	}
+	key := b.s.casKey(ctx, rn.Digest)
+	compressed := rn.Compressor != repb.Compressor_IDENTITY
+	doneResponse := &bspb.WriteResponse{CommittedSize: rn.Digest.Size}
+	if compressed {
+		doneResponse.CommittedSize = -1
+	}
+	// A blob that is already stored needs no upload: answer at once.
+	if missing, err := b.s.store.FindMissing(ctx, []cas.Key{key}); err != nil {
+		return storeError(err)
+	} else if len(missing) == 0 {
+		return stream.SendAndClose(doneResponse)
+	}
+	up, err := b.s.uploads.attach(key, rn, req.WriteOffset)
+	if err != nil {
+		return err
+	}
+	for {
+		if req.WriteOffset != up.received.Load() {
+			b.s.uploads.detach(up)
+			return status.Errorf(codes.InvalidArgument, "write_offset %d does not follow the %d bytes received; ask QueryWriteStatus where to resume", req.WriteOffset, up.received.Load())
+		}
+		if !compressed && up.received.Load()+int64(len(req.Data)) > rn.Digest.Size {
+			b.s.uploads.abort(up, errAborted)
+			return status.Errorf(codes.InvalidArgument, "received more than the %d bytes of blob %s; nothing was stored", rn.Digest.Size, rn.Digest)
+		}
+		if len(req.Data) > 0 {
+			if _, err := up.pw.Write(req.Data); err != nil {
+				b.s.uploads.abort(up, err)
+				return storeError(up.wait())
+			}
+			up.received.Add(int64(len(req.Data)))
+			b.s.metrics.bytesIn("grpc", int64(len(req.Data)))
+		}
+		if req.FinishWrite {
+			up.pw.Close()
+			err := up.wait()
+			b.s.uploads.remove(up)
+			if err != nil {
+				return storeError(err)
+			}
+			if compressed {
+				doneResponse.CommittedSize = up.received.Load()
+			}
+			return stream.SendAndClose(doneResponse)
+		}
+		req, err = stream.Recv()
+		if err == io.EOF {
+			b.s.uploads.detach(up)
+			return status.Errorf(codes.InvalidArgument, "the client closed the stream after %d bytes without finish_write; resume at that offset", up.received.Load())
+		}
+		if err != nil {
+			// The client went away; keep what it sent for a resumed write.
+			b.s.uploads.detach(up)
+			return err
+		}
+		if req.ResourceName != "" && req.ResourceName != name {
+			b.s.uploads.detach(up)
+			return status.Errorf(codes.InvalidArgument, "resource_name changed within one write stream")
+		}
+	}
+}
+
+func (b *byteStreamServer) QueryWriteStatus(ctx context.Context, req *bspb.QueryWriteStatusRequest) (*bspb.QueryWriteStatusResponse, error) {
+	rn, err := cas.ParseWriteResourceName(req.ResourceName)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	key := b.s.casKey(ctx, rn.Digest)
+	if missing, err := b.s.store.FindMissing(ctx, []cas.Key{key}); err != nil {
+		return nil, storeError(err)
+	} else if len(missing) == 0 {
+		return &bspb.QueryWriteStatusResponse{CommittedSize: rn.Digest.Size, Complete: true}, nil
+	}
+	if received, ok := b.s.uploads.progress(key, rn); ok {
+		return &bspb.QueryWriteStatusResponse{CommittedSize: received}, nil
+	}
+	return nil, status.Errorf(codes.NotFound, "no upload %s in progress; start again at offset 0", req.ResourceName)
+}
+
+// upload is one ByteStream write that may span several client streams.
+// Its bytes flow through a pipe straight into store.Put, which runs in its
+// own goroutine for the upload's whole life, so a resumed write continues
+// the same temp file and memory stays flat whatever the blob size.
+type upload struct {
+	id         uploadID
+	compressed bool
+	pw         *io.PipeWriter
+	// received counts bytes from the client (compressed bytes for zstd);
+	// QueryWriteStatus reads it while the writing stream adds to it.
+	received atomic.Int64
+	result   chan error
+	err      error
+	once     sync.Once
+	attached bool
+	idle     *time.Timer
+}
+
+type uploadID struct {
+	partition string
+	uuid      string
+	digest    cas.Digest
+	comp      cas.Compressor
+}
+
+func (u *upload) wait() error {
+	u.once.Do(func() { u.err = <-u.result })
+	return u.err
+}
+
+type uploadTable struct {
+	s  *Server
+	mu sync.Mutex
+	m  map[uploadID]*upload
+	// ctx ends every upload when the server stops.
+	ctx context.Context
+}
+
+func newUploadTable(ctx context.Context, s *Server) *uploadTable {
+	return &uploadTable{s: s, m: make(map[uploadID]*upload), ctx: ctx}
+}
+
+// attach returns the upload to continue at offset, or starts a new one at 0.
+func (t *uploadTable) attach(key cas.Key, rn cas.ResourceName, offset int64) (*upload, error) {
+	id := uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if up, ok := t.m[id]; ok {
+		if up.attached {
+			return nil, status.Errorf(codes.Aborted, "upload %s is being written by another stream", rn.UploadID)
+		}
+		if offset == up.received.Load() && offset > 0 && !up.compressed {
+			up.idle.Stop()
+			up.attached = true
+			return up, nil
+		}
+		t.abortLocked(up, errAborted)
+	}
+	if offset != 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "write_offset %d: no resumable upload %s here; start at offset 0", offset, rn.UploadID)
+	}
+	pr, pw := io.Pipe()
+	up := &upload{
+		id: id, compressed: rn.Compressor != repb.Compressor_IDENTITY,
+		pw: pw, result: make(chan error, 1), attached: true,
+	}
+	var body io.Reader = pr
+	var dec *zstd.Decoder
+	if up.compressed {
+		var err error
+		dec, err = zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "zstd: %v", err)
+		}
+		body = &zstdBody{dec}
+	}
+	go func() {
+		err := t.s.store.Put(t.ctx, key, body)
+		if dec != nil {
+			dec.Close()
+		}
+		// Unblock a writer still feeding the pipe after Put gave up early.
+		pr.CloseWithError(errors.Join(errAborted, err))
+		up.result <- err
+	}()
+	up.idle = time.AfterFunc(uploadIdleTimeout, func() { t.abort(up, errAborted) })
+	up.idle.Stop()
+	t.m[id] = up
+	return up, nil
+}
+
+// detach keeps an interrupted upload for a while so the client can resume.
+func (t *uploadTable) detach(up *upload) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	up.attached = false
+	if up.compressed {
+		// A compressed upload cannot resume mid-stream: its offset is in
+		// compressed bytes while the spec's resume offset is uncompressed.
+		t.abortLocked(up, errAborted)
+		return
+	}
+	up.idle.Reset(uploadIdleTimeout)
+}
+
+func (t *uploadTable) abort(up *upload, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.abortLocked(up, err)
+}
+
+func (t *uploadTable) abortLocked(up *upload, err error) {
+	up.pw.CloseWithError(err)
+	up.idle.Stop()
+	if t.m[up.id] == up {
+		delete(t.m, up.id)
+	}
+}
+
+func (t *uploadTable) remove(up *upload) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	up.idle.Stop()
+	if t.m[up.id] == up {
+		delete(t.m, up.id)
+	}
+}
+
+func (t *uploadTable) progress(key cas.Key, rn cas.ResourceName) (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	up, ok := t.m[uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}]
+	if !ok {
+		return 0, false
+	}
+	if up.compressed {
+		return 0, true
+	}
+	return up.received.Load(), true
+}
+
+// abortAll drops every unfinished upload; used at shutdown.
+func (t *uploadTable) abortAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, up := range t.m {
+		t.abortLocked(up, errAborted)
+	}
+}

@@ -1,0 +1,259 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/klauspost/compress/zstd"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sealcache/sealcache/cas"
+)
+
+const (
+	// maxBatchTotalSize is advertised in Capabilities; the gRPC message
+	// limit is this plus headroom for digests and framing.
+	maxBatchTotalSize = 4 << 20
+	maxGRPCMessage    = maxBatchTotalSize + 1<<20
+	// defaultTreePageSize and maxTreePageSize bound GetTree responses.
+	defaultTreePageSize = 1000
+	maxTreePageSize     = 10000
+)
+
+type casServer struct {
+	repb.UnimplementedContentAddressableStorageServer
+	s *Server
+}
+
+func (c *casServer) FindMissingBlobs(ctx context.Context, req *repb.FindMissingBlobsRequest) (*repb.FindMissingBlobsResponse, error) {
+	keys := make([]cas.Key, 0, len(req.BlobDigests))
+	for _, d := range req.BlobDigests {
+		digest, err := cas.FromProto(req.DigestFunction, d)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "blob_digests: %v", err)
+		}
+		keys = append(keys, c.s.casKey(ctx, digest))
+	}
+	missing, err := c.s.store.FindMissing(ctx, keys)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	c.s.metrics.countLookups(ctx, cas.KindCAS, len(keys)-len(missing), len(missing))
+	resp := &repb.FindMissingBlobsResponse{MissingBlobDigests: make([]*repb.Digest, len(missing))}
+	for i, k := range missing {
+		resp.MissingBlobDigests[i] = k.Digest.Proto()
+	}
+	return resp, nil
+}
+
+func (c *casServer) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateBlobsRequest) (*repb.BatchUpdateBlobsResponse, error) {
+	resp := &repb.BatchUpdateBlobsResponse{Responses: make([]*repb.BatchUpdateBlobsResponse_Response, len(req.Requests))}
+	for i, r := range req.Requests {
+		resp.Responses[i] = &repb.BatchUpdateBlobsResponse_Response{
+			Digest: r.Digest,
+			Status: c.updateOne(ctx, req.DigestFunction, r),
+		}
+	}
+	return resp, nil
+}
+
+func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *repb.BatchUpdateBlobsRequest_Request) *spb.Status {
+	digest, err := cas.FromProto(fn, r.Digest)
+	if err != nil {
+		return statusProto(codes.InvalidArgument, "digest: %v", err)
+	}
+	if err := c.s.checkBlobSize(digest); err != nil {
+		return status.Convert(err).Proto()
+	}
+	var body io.Reader
+	switch r.Compressor {
+	case repb.Compressor_IDENTITY:
+		body = bytes.NewReader(r.Data)
+	case repb.Compressor_ZSTD:
+		dec, err := zstd.NewReader(bytes.NewReader(r.Data), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(digest.Size)+1<<20))
+		if err != nil {
+			return statusProto(codes.Internal, "zstd: %v", err)
+		}
+		defer dec.Close()
+		body = &zstdBody{dec}
+	default:
+		return statusProto(codes.InvalidArgument, "compressor %s is not supported; use IDENTITY or ZSTD", r.Compressor)
+	}
+	if err := c.s.store.Put(ctx, c.s.casKey(ctx, digest), body); err != nil {
+		return status.Convert(storeError(err)).Proto()
+	}
+	c.s.metrics.bytesIn("grpc", int64(len(r.Data)))
+	return &spb.Status{}
+}
+
+// zstdBody reports a malformed zstd stream as a client error.
+type zstdBody struct{ d *zstd.Decoder }
+
+func (z *zstdBody) Read(p []byte) (int, error) {
+	n, err := z.d.Read(p)
+	if err != nil && err != io.EOF {
+		err = status.Errorf(codes.InvalidArgument, "compressed data is not valid zstd: %v", err)
+	}
+	return n, err
+}
+
+func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsRequest) (*repb.BatchReadBlobsResponse, error) {
+	var total int64
+	for _, d := range req.Digests {
+		total += d.GetSizeBytes()
+	}
+	if total > maxBatchTotalSize {
+		return nil, status.Errorf(codes.InvalidArgument, "requested %d bytes in one batch; the limit is %d (max_batch_total_size_bytes): use ByteStream Read for large blobs", total, maxBatchTotalSize)
+	}
+	zstdOK := false
+	for _, comp := range req.AcceptableCompressors {
+		zstdOK = zstdOK || comp == repb.Compressor_ZSTD
+	}
+	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(req.Digests))}
+	var hits, misses int
+	for i, d := range req.Digests {
+		r := &repb.BatchReadBlobsResponse_Response{Digest: d, Status: &spb.Status{}}
+		resp.Responses[i] = r
+		digest, err := cas.FromProto(req.DigestFunction, d)
+		if err != nil {
+			r.Status = statusProto(codes.InvalidArgument, "digest: %v", err)
+			continue
+		}
+		data, err := cas.ReadAll(ctx, c.s.store, c.s.casKey(ctx, digest))
+		if err != nil {
+			r.Status = status.Convert(storeError(err)).Proto()
+			if status.Code(storeError(err)) == codes.NotFound {
+				misses++
+			}
+			continue
+		}
+		hits++
+		if zstdOK && len(data) > 0 {
+			r.Data = zstdEncoder().EncodeAll(data, nil)
+			r.Compressor = repb.Compressor_ZSTD
+		} else {
+			r.Data = data
+		}
+		c.s.metrics.bytesOut("grpc", int64(len(r.Data)))
+	}
+	c.s.metrics.countLookups(ctx, cas.KindCAS, hits, misses)
+	return resp, nil
+}
+
+// GetTree walks a directory tree breadth first. The page token is the
+// number of directories already returned, so a client can resume with any
+// server holding the same CAS; each page re-walks the part of the tree it
+// skips, which is cheap next to the downloads a client does with the result.
+func (c *casServer) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddressableStorage_GetTreeServer) error {
+	ctx := stream.Context()
+	root, err := cas.FromProto(req.DigestFunction, req.RootDigest)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "root_digest: %v", err)
+	}
+	pageSize := int(req.PageSize)
+	if pageSize <= 0 {
+		pageSize = defaultTreePageSize
+	}
+	pageSize = min(pageSize, maxTreePageSize)
+	skip := 0
+	if req.PageToken != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(req.PageToken)
+		if err == nil {
+			skip, err = strconv.Atoi(string(raw))
+		}
+		if err != nil || skip < 0 {
+			return status.Errorf(codes.InvalidArgument, "page_token %q was not issued by this server; start again without one", req.PageToken)
+		}
+	}
+	seen := map[string]bool{root.Hash: true}
+	queue := []cas.Digest{root}
+	var page []*repb.Directory
+	index := 0
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		dir, err := c.s.readDirectory(ctx, d)
+		if status.Code(err) == codes.NotFound {
+			if d == root {
+				return status.Errorf(codes.NotFound, "root directory %s is not in the CAS", d)
+			}
+			continue // the spec says to return the part of the tree that is present
+		}
+		if err != nil {
+			return err
+		}
+		for _, sub := range dir.Directories {
+			sd, err := cas.FromProto(root.Function, sub.Digest)
+			if err != nil {
+				return status.Errorf(codes.InvalidArgument, "directory %s has a bad child digest: %v", d, err)
+			}
+			if !seen[sd.Hash] {
+				seen[sd.Hash] = true
+				queue = append(queue, sd)
+			}
+		}
+		if index >= skip {
+			page = append(page, dir)
+		}
+		index++
+		if len(page) == pageSize && len(queue) > 0 {
+			token := base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(index)))
+			return stream.Send(&repb.GetTreeResponse{Directories: page, NextPageToken: token})
+		}
+	}
+	return stream.Send(&repb.GetTreeResponse{Directories: page})
+}
+
+// maxDirectorySize bounds a Directory message read for GetTree or the AC
+// completeness check.
+const maxDirectorySize = 64 << 20
+
+func (s *Server) readDirectory(ctx context.Context, d cas.Digest) (*repb.Directory, error) {
+	if d.Size > maxDirectorySize {
+		return nil, status.Errorf(codes.InvalidArgument, "directory %s is larger than %d bytes", d, maxDirectorySize)
+	}
+	data, err := cas.ReadAll(ctx, s.store, s.casKey(ctx, d))
+	if err != nil {
+		return nil, storeError(err)
+	}
+	dir := &repb.Directory{}
+	if err := proto.Unmarshal(data, dir); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "blob %s is not a Directory message: %v", d, err)
+	}
+	return dir, nil
+}
+
+func statusProto(code codes.Code, format string, args ...any) *spb.Status {
+	return &spb.Status{Code: int32(code), Message: fmt.Sprintf(format, args...)}
+}
+
+// checkBlobSize refuses blobs above --max_blob_size before any byte is stored.
+func (s *Server) checkBlobSize(d cas.Digest) error {
+	if s.cfg.MaxBlobSize > 0 && d.Size > s.cfg.MaxBlobSize {
+		return status.Errorf(codes.InvalidArgument, "blob %s is larger than the server's --max_blob_size of %d bytes", d, s.cfg.MaxBlobSize)
+	}
+	return nil
+}
+
+var errAborted = errors.New("upload aborted")
+
+// zstdEncoder is shared by every batch read; EncodeAll is safe for
+// concurrent use. Fastest level: zstd costs far more CPU than hashing and
+// sealing together, so batch responses favour speed over ratio.
+var zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		panic(err)
+	}
+	return enc
+})

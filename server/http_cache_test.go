@@ -1,0 +1,76 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestHTTPCacheProtocol(t *testing.T) {
+	env := startServer(t)
+	key := env.adminKey
+	blob := []byte("built by bazel over http")
+	hash := sha(blob).Hash
+
+	if code, _ := env.httpDo("GET", "/cas/"+hash, key, nil); code != http.StatusNotFound {
+		t.Fatalf("GET before PUT: %d", code)
+	}
+	if code, body := env.httpDo("PUT", "/cas/"+hash, key, blob); code != http.StatusOK {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if code, body := env.httpDo("GET", "/cas/"+hash, key, nil); code != http.StatusOK || string(body) != string(blob) {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+	if code, _ := env.httpDo("HEAD", "/cas/"+hash, key, nil); code != http.StatusOK {
+		t.Fatalf("HEAD: %d", code)
+	}
+	// A PUT whose body does not hash to the path is refused and not stored.
+	wrong := sha([]byte("other")).Hash
+	if code, body := env.httpDo("PUT", "/cas/"+wrong, key, blob); code != http.StatusBadRequest || !strings.Contains(string(body), wrong) {
+		t.Fatalf("PUT with wrong hash: %d %s", code, body)
+	}
+	if code, _ := env.httpDo("GET", "/cas/"+wrong, key, nil); code != http.StatusNotFound {
+		t.Fatalf("wrong-hash blob is readable: %d", code)
+	}
+
+	// /ac stores only ActionResult messages, below an instance prefix too.
+	action := sha([]byte("http action")).Hash
+	result, _ := proto.Marshal(&repb.ActionResult{OutputFiles: []*repb.OutputFile{{Path: "out", Digest: sha(blob).Proto()}}})
+	if code, body := env.httpDo("PUT", "/main/ac/"+action, key, []byte("\xff\xffnot a proto")); code != http.StatusBadRequest {
+		t.Fatalf("PUT garbage to /ac: %d %s", code, body)
+	}
+	if code, body := env.httpDo("PUT", "/main/ac/"+action, key, result); code != http.StatusOK {
+		t.Fatalf("PUT /ac: %d %s", code, body)
+	}
+	if code, body := env.httpDo("GET", "/main/ac/"+action, key, nil); code != http.StatusOK || string(body) != string(result) {
+		t.Fatalf("GET /ac: %d", code)
+	}
+	if code, _ := env.httpDo("GET", "/ac/"+action, key, nil); code != http.StatusNotFound {
+		t.Fatalf("AC entries are per instance: %d", code)
+	}
+	if code, _ := env.httpDo("GET", "/cas/not-a-hash", key, nil); code != http.StatusBadRequest {
+		t.Fatalf("bad hash: %d", code)
+	}
+	if code, _ := env.httpDo("DELETE", "/cas/"+hash, key, nil); code != http.StatusMethodNotAllowed {
+		t.Fatalf("DELETE: %d", code)
+	}
+}
+
+func TestHealthAndMetricsEndpoints(t *testing.T) {
+	env := startServer(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := env.httpDo("GET", path, "", nil); code != http.StatusOK {
+			t.Errorf("%s: %d %s", path, code, body)
+		}
+	}
+	env.httpDo("GET", "/cas/"+sha([]byte("miss")).Hash, env.adminKey, nil)
+	code, body := env.httpDo("GET", "/metrics", "", nil)
+	for _, want := range []string{"sealcache_requests_total", "sealcache_cache_lookups_total{kind=\"cas\",result=\"miss\"} 1", "sealcache_disk_used_bytes"} {
+		if code != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

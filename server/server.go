@@ -1,0 +1,308 @@
+// Package server wires Sealcache together: the REAPI gRPC services (one
+// file per service), Bazel's HTTP cache protocol, authentication, the admin
+// API and the org settings page, over a cas.BlobStore composed at start-up.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bspb "google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/orgs"
+)
+
+// Server is one running Sealcache node.
+type Server struct {
+	cfg          Config
+	log          *slog.Logger
+	store        cas.BlobStore      // the composed store every request goes through
+	backend      cas.PartitionStore // whole-org operations (delete org, shred check)
+	orgs         *orgs.Store
+	auth         *orgs.Authenticator
+	defaultOrgID string
+	metrics      *metrics
+	registry     *prometheus.Registry
+	uploads      *uploadTable
+	cmek         *cmek // nil-safe: CMEK parts, see store.go
+	closers      []func() error
+}
+
+// casKey is where a CAS blob of the caller's org lives. CAS content is
+// shared by every instance name of one org.
+func (s *Server) casKey(ctx context.Context, d cas.Digest) cas.Key {
+	return cas.Key{Partition: principalFrom(ctx).OrgID, Kind: cas.KindCAS, Digest: d}
+}
+
+// acKey is where an action result lives: per org and per instance name,
+// because results differ per platform.
+func (s *Server) acKey(ctx context.Context, instance string, d cas.Digest) cas.Key {
+	return cas.Key{Partition: principalFrom(ctx).OrgID, Kind: cas.KindAC, Instance: instance, Digest: d}
+}
+
+// Run starts the server and blocks until ctx ends, then shuts down:
+// in-flight requests get cfg.ShutdownGrace to finish, unfinished uploads
+// are dropped without publishing anything. out receives the one-time
+// bootstrap message with the initial API keys.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
+	s, err := New(ctx, cfg, log, out)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Serve(ctx)
+}
+
+// New opens the data directory and composes the stores; it does not listen.
+func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating --data_dir: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = newMetrics(s.registry)
+	if err := s.openMetadata(ctx, out); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.openStore(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases what New opened, in reverse order.
+func (s *Server) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+func (s *Server) openMetadata(ctx context.Context, out io.Writer) error {
+	store, err := orgs.OpenSQLite(filepath.Join(s.cfg.DataDir, "metadata.db"))
+	if err != nil {
+		return fmt.Errorf("opening the metadata store: %w", err)
+	}
+	s.orgs = store
+	s.closers = append(s.closers, store.Close)
+	auth, err := orgs.NewAuthenticator(store, orgs.AuthConfig{CacheTTL: s.cfg.AuthCacheTTL})
+	if err != nil {
+		return err
+	}
+	s.auth = auth
+	s.closers = append(s.closers, func() error { auth.Close(); return nil })
+	boot, err := store.Bootstrap(ctx)
+	if err != nil {
+		return fmt.Errorf("creating the default org: %w", err)
+	}
+	if boot.Created {
+		if err := s.announceInitialKeys(boot, out); err != nil {
+			return err
+		}
+	}
+	def, err := store.GetOrgByName(ctx, "default")
+	if err == nil {
+		s.defaultOrgID = def.ID
+	} else if s.cfg.AnonymousAccess != AnonymousNone {
+		return fmt.Errorf("--anonymous_access=%s needs the org \"default\", which was deleted", s.cfg.AnonymousAccess)
+	}
+	return nil
+}
+
+// Names of the files that hold the initial keys, inside --data_dir.
+const (
+	InitialAdminKeyFile    = "initial-admin-api-key"
+	InitialOperatorKeyFile = "initial-operator-api-key"
+)
+
+// announceInitialKeys writes the first keys to files only the server's
+// user can read and prints them once, with the Bazel flags to paste. They
+// never go to the log.
+func (s *Server) announceInitialKeys(boot orgs.BootstrapResult, out io.Writer) error {
+	for name, secret := range map[string]string{InitialAdminKeyFile: boot.AdminSecret, InitialOperatorKeyFile: boot.OperatorSecret} {
+		if err := os.WriteFile(filepath.Join(s.cfg.DataDir, name), []byte(secret+"\n"), 0o600); err != nil {
+			return fmt.Errorf("writing %s: %w", name, err)
+		}
+	}
+	host := "HOST"
+	fmt.Fprintf(out, `
+Sealcache created the org "default" and its first keys. They are shown once.
+
+  admin key of org "default":  %s
+  operator key:                %s
+
+They are also in %s and %s (mode 0600).
+Build with the cache:
+
+  bazel build --remote_cache=grpc://%s:%s --remote_header=x-api-key=%s //...
+
+Create writer and reader keys for your team on the settings page at http://%s:%s/
+or with: sealcache admin keys create --role writer --label ci --api_key ADMIN_KEY
+
+`, boot.AdminSecret, boot.OperatorSecret,
+		filepath.Join(s.cfg.DataDir, InitialAdminKeyFile), filepath.Join(s.cfg.DataDir, InitialOperatorKeyFile),
+		host, portOf(s.cfg.GRPCAddress), boot.AdminSecret, host, portOf(s.cfg.HTTPAddress))
+	return nil
+}
+
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "0" {
+		return "PORT"
+	}
+	return port
+}
+
+// Serve listens on the configured addresses until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	grpcLis, err := net.Listen("tcp", s.cfg.GRPCAddress)
+	if err != nil {
+		return fmt.Errorf("--grpc_address: %w", err)
+	}
+	httpLis, err := net.Listen("tcp", s.cfg.HTTPAddress)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("--http_address: %w", err)
+	}
+	return s.ServeListeners(ctx, grpcLis, httpLis)
+}
+
+// ServeListeners serves on listeners the caller opened (tests use port 0).
+func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listener) error {
+	var tlsConfig *tls.Config
+	if s.cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("loading TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s.uploads = newUploadTable(runCtx, s)
+	s.startBackground(runCtx)
+
+	grpcServer := s.newGRPCServer(tlsConfig)
+	httpServer := &http.Server{
+		Handler:           s.httpHandler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConfig,
+	}
+	// h2c lets gRPC clients of the admin API talk plaintext HTTP/2 here.
+	httpServer.Protocols = new(http.Protocols)
+	httpServer.Protocols.SetHTTP1(true)
+	httpServer.Protocols.SetHTTP2(true)
+	httpServer.Protocols.SetUnencryptedHTTP2(tlsConfig == nil)
+
+	errc := make(chan error, 2)
+	go func() { errc <- grpcServer.Serve(grpcLis) }()
+	go func() {
+		if tlsConfig != nil {
+			errc <- httpServer.ServeTLS(httpLis, "", "")
+		} else {
+			errc <- httpServer.Serve(httpLis)
+		}
+	}()
+	s.log.Info("serving", "grpc_address", grpcLis.Addr().String(), "http_address", httpLis.Addr().String(),
+		"data_dir", s.cfg.DataDir, "tls", tlsConfig != nil)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return fmt.Errorf("listener stopped: %w", err)
+	}
+	s.log.Info("shutting down", "grace", s.cfg.ShutdownGrace.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() { grpcServer.GracefulStop(); close(stopped) }()
+	_ = httpServer.Shutdown(shutdownCtx)
+	select {
+	case <-stopped:
+	case <-shutdownCtx.Done():
+		grpcServer.Stop()
+	}
+	s.uploads.abortAll()
+	stop()
+	s.log.Info("stopped")
+	return nil
+}
+
+func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxGRPCMessage),
+		grpc.MaxSendMsgSize(maxGRPCMessage),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+	}
+	if tlsConfig != nil {
+		opts = append(opts, grpc.Creds(grpccreds.NewTLS(tlsConfig)))
+	}
+	g := grpc.NewServer(opts...)
+	repb.RegisterCapabilitiesServer(g, &capabilitiesServer{s: s})
+	repb.RegisterContentAddressableStorageServer(g, &casServer{s: s})
+	repb.RegisterActionCacheServer(g, &acServer{s: s})
+	bspb.RegisterByteStreamServer(g, &byteStreamServer{s: s})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	return g
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	cache := &httpCache{s: s}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	s.registerAdmin(mux)
+	// The cache protocol owns every other path that ends in /ac/HASH or /cas/HASH.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, _, _, ok := parseCachePath(r.URL.Path); ok {
+			cache.ServeHTTP(w, r)
+			return
+		}
+		s.serveUI(w, r)
+	})
+	return mux
+}
+
+// readyz answers 200 when the metadata store answers; load balancers use it.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.orgs.ListOrgs(ctx); err != nil {
+		http.Error(w, "metadata store: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}

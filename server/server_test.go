@@ -1,0 +1,216 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	bspb "google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sealcache/sealcache/cas"
+)
+
+// testEnv is a real server on 127.0.0.1 with a fresh data dir, and clients
+// that carry the initial admin key of org "default".
+type testEnv struct {
+	t        *testing.T
+	s        *Server
+	dataDir  string
+	grpcAddr string
+	httpURL  string
+	adminKey string
+	bootOut  *bytes.Buffer
+	logs     *syncBuffer
+	conn     *grpc.ClientConn
+}
+
+func startServer(t *testing.T, configure ...func(*Config)) *testEnv {
+	t.Helper()
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.MaxSize = 8 << 30
+	for _, f := range configure {
+		f(&cfg)
+	}
+	return startServerWith(t, cfg)
+}
+
+func startServerWith(t *testing.T, cfg Config) *testEnv {
+	t.Helper()
+	env := &testEnv{t: t, dataDir: cfg.DataDir, bootOut: &bytes.Buffer{}, logs: &syncBuffer{}}
+	log := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := New(context.Background(), cfg, log, env.bootOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.s = s
+	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.grpcAddr = grpcLis.Addr().String()
+	env.httpURL = "http://" + httpLis.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeListeners(ctx, grpcLis, httpLis) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+		s.Close()
+	})
+	if data, err := os.ReadFile(filepath.Join(cfg.DataDir, InitialAdminKeyFile)); err == nil {
+		env.adminKey = strings.TrimSpace(string(data))
+	}
+	env.conn = env.dial(env.adminKey)
+	return env
+}
+
+// apiKey adds x-api-key to every call, as Bazel's --remote_header does.
+type apiKey string
+
+func (k apiKey) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	if k == "" {
+		return nil, nil
+	}
+	return map[string]string{"x-api-key": string(k)}, nil
+}
+func (apiKey) RequireTransportSecurity() bool { return false }
+
+func (e *testEnv) dial(key string) *grpc.ClientConn {
+	e.t.Helper()
+	conn, err := grpc.NewClient(e.grpcAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(apiKey(key)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage), grpc.MaxCallSendMsgSize(maxGRPCMessage)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (e *testEnv) cas() repb.ContentAddressableStorageClient {
+	return repb.NewContentAddressableStorageClient(e.conn)
+}
+func (e *testEnv) ac() repb.ActionCacheClient   { return repb.NewActionCacheClient(e.conn) }
+func (e *testEnv) bs() bspb.ByteStreamClient    { return bspb.NewByteStreamClient(e.conn) }
+func (e *testEnv) caps() repb.CapabilitiesClient { return repb.NewCapabilitiesClient(e.conn) }
+
+// httpDo sends an HTTP request with key as x-api-key ("" for none).
+func (e *testEnv) httpDo(method, path, key string, body []byte) (int, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.httpURL+path, bytes.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("x-api-key", key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
+}
+
+// writeBlob uploads data with one ByteStream Write.
+func writeBlob(ctx context.Context, bs bspb.ByteStreamClient, instance string, d cas.Digest, data []byte) (*bspb.WriteResponse, error) {
+	stream, err := bs.Write(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name := uploadName(instance, d, "u1")
+	const chunk = 64 << 10
+	for off := 0; ; off += chunk {
+		end := min(off+chunk, len(data))
+		err := stream.Send(&bspb.WriteRequest{ResourceName: name, WriteOffset: int64(off), Data: data[off:end], FinishWrite: end == len(data)})
+		if err != nil || end == len(data) {
+			break
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+func uploadName(instance string, d cas.Digest, uuid string) string {
+	prefix := ""
+	if instance != "" {
+		prefix = instance + "/"
+	}
+	fn := ""
+	if d.Function != repb.DigestFunction_SHA256 {
+		fn = strings.ToLower(d.Function.String()) + "/"
+	}
+	return prefix + "uploads/" + uuid + "/blobs/" + fn + d.Hash + "/" + itoa(d.Size)
+}
+
+func readName(instance string, d cas.Digest) string {
+	prefix := ""
+	if instance != "" {
+		prefix = instance + "/"
+	}
+	fn := ""
+	if d.Function != repb.DigestFunction_SHA256 {
+		fn = strings.ToLower(d.Function.String()) + "/"
+	}
+	return prefix + "blobs/" + fn + d.Hash + "/" + itoa(d.Size)
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func readBlob(ctx context.Context, bs bspb.ByteStreamClient, name string, offset, limit int64) ([]byte, error) {
+	stream, err := bs.Read(ctx, &bspb.ReadRequest{ResourceName: name, ReadOffset: offset, ReadLimit: limit})
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, resp.Data...)
+	}
+}
+
+// syncBuffer collects the server's log for assertions.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (e *testEnv) defaultOrg() string { return e.s.defaultOrgID }
