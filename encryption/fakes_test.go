@@ -452,9 +452,16 @@ func (e *env) unwraps() int64 {
 func (e *env) cachedKeyBytes(org string) []byte {
 	e.t.Helper()
 	c, ok := e.keys.keys.Get(org)
-	if !ok || c.key == nil {
+	if !ok || c.bytes() == nil {
 		e.t.Fatalf("no cached key for %s", org)
 	}
+	return c.bytes()
+}
+
+// bytes returns the key slice itself, for tests that check the wipe.
+func (c *cachedKey) bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.key
 }
 

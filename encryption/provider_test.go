@@ -229,8 +229,8 @@ func TestEvictedKeysAreWiped(t *testing.T) {
 		if _, err := keys.Current(context.Background(), org); err != nil {
 			t.Fatal(err)
 		}
-		if c, ok := keys.keys.Get(org); ok {
-			cached = append(cached, c.key)
+		if c, ok := keys.keys.Get(org); ok && c.bytes() != nil {
+			cached = append(cached, c.bytes())
 		}
 	}
 	live := 0

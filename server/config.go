@@ -39,6 +39,10 @@ type Config struct {
 	AWSSecretAccessKey string
 
 	ShutdownGrace time.Duration
+
+	// Clock replaces time.Now for the CMEK key cache; tests move it past
+	// the TTL instead of waiting. Nil means time.Now.
+	Clock func() time.Time
 }
 
 // MaxKeyCacheTTL is the longest a derived key may stay in memory: the

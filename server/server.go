@@ -32,18 +32,19 @@ import (
 
 // Server is one running Sealcache node.
 type Server struct {
-	cfg          Config
-	log          *slog.Logger
-	store        cas.BlobStore      // the composed store every request goes through
-	backend      cas.PartitionStore // whole-org operations (delete org, shred check)
-	orgs         *orgs.Store
-	auth         *orgs.Authenticator
-	defaultOrgID string
-	metrics      *metrics
-	registry     *prometheus.Registry
-	uploads      *uploadTable
-	cmek         *cmek // nil-safe: CMEK parts, see store.go
-	closers      []func() error
+	cfg           Config
+	log           *slog.Logger
+	store         cas.BlobStore      // the composed store every request goes through
+	backend       cas.PartitionStore // whole-org operations (delete org, shred check)
+	sealedBackend cas.BlobStore      // where sealed objects live (for the shred check)
+	orgs          *orgs.Store
+	auth          *orgs.Authenticator
+	defaultOrgID  string
+	metrics       *metrics
+	registry      *prometheus.Registry
+	uploads       *uploadTable
+	cmek          *cmek // CMEK parts, see store.go
+	closers       []func() error
 }
 
 // casKey is where a CAS blob of the caller's org lives. CAS content is

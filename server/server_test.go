@@ -25,7 +25,7 @@ import (
 // testEnv is a real server on 127.0.0.1 with a fresh data dir, and clients
 // that carry the initial admin key of org "default".
 type testEnv struct {
-	t        *testing.T
+	t        testing.TB
 	s        *Server
 	dataDir  string
 	grpcAddr string
@@ -36,7 +36,7 @@ type testEnv struct {
 	conn     *grpc.ClientConn
 }
 
-func startServer(t *testing.T, configure ...func(*Config)) *testEnv {
+func startServer(t testing.TB, configure ...func(*Config)) *testEnv {
 	t.Helper()
 	cfg := Defaults()
 	cfg.DataDir = t.TempDir()
@@ -47,7 +47,7 @@ func startServer(t *testing.T, configure ...func(*Config)) *testEnv {
 	return startServerWith(t, cfg)
 }
 
-func startServerWith(t *testing.T, cfg Config) *testEnv {
+func startServerWith(t testing.TB, cfg Config) *testEnv {
 	t.Helper()
 	env := &testEnv{t: t, dataDir: cfg.DataDir, bootOut: &bytes.Buffer{}, logs: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -110,8 +110,8 @@ func (e *testEnv) dial(key string) *grpc.ClientConn {
 func (e *testEnv) cas() repb.ContentAddressableStorageClient {
 	return repb.NewContentAddressableStorageClient(e.conn)
 }
-func (e *testEnv) ac() repb.ActionCacheClient   { return repb.NewActionCacheClient(e.conn) }
-func (e *testEnv) bs() bspb.ByteStreamClient    { return bspb.NewByteStreamClient(e.conn) }
+func (e *testEnv) ac() repb.ActionCacheClient    { return repb.NewActionCacheClient(e.conn) }
+func (e *testEnv) bs() bspb.ByteStreamClient     { return bspb.NewByteStreamClient(e.conn) }
 func (e *testEnv) caps() repb.CapabilitiesClient { return repb.NewCapabilitiesClient(e.conn) }
 
 // httpDo sends an HTTP request with key as x-api-key ("" for none).

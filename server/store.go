@@ -3,20 +3,30 @@ package server
 import (
 	"context"
 	"fmt"
-	"net/http"
+	"net/url"
 	"path/filepath"
+	"strings"
 
+	"github.com/sealcache/sealcache/cas"
 	"github.com/sealcache/sealcache/cas/disk"
 	"github.com/sealcache/sealcache/cas/verify"
+	"github.com/sealcache/sealcache/encryption"
+	"github.com/sealcache/sealcache/encryption/kms"
 )
 
 // cmek holds the CMEK parts of a running server.
-type cmek struct{}
+type cmek struct {
+	opener  *kms.Opener
+	keys    *encryption.KeyProvider
+	manager *encryption.Manager
+}
 
 // openStore composes the storage stack, outermost first:
 //
-//	verify (hash checks for plain CAS blobs)
-//	  disk (files under --data_dir, LRU within --max_size)
+//	encryption   routes by org: CMEK off -> plain path; on -> sealed path
+//	  plain:  verify (hash checks)  ->  disk
+//	  sealed: disk (sealed chunks authenticate themselves)
+//	disk         files under --data_dir, LRU within --max_size
 func (s *Server) openStore(ctx context.Context) error {
 	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, s.log)
 	if err != nil {
@@ -28,14 +38,100 @@ func (s *Server) openStore(ctx context.Context) error {
 		return st.UsedBytes, st.Objects, st.Evictions
 	}))
 	s.backend = d
-	s.store = verify.New(d, s.log)
+	s.sealedBackend = d
+
+	c, err := s.openCMEK(ctx)
+	if err != nil {
+		return err
+	}
+	s.cmek = c
+	s.store = encryption.NewStore(verify.New(d, s.log), d, c.keys)
 	return nil
 }
 
-func (s *Server) startBackground(ctx context.Context) {}
+func (s *Server) openCMEK(ctx context.Context) (*cmek, error) {
+	opener := kms.NewOpener(kms.Config{
+		LocalDir:           s.cfg.LocalKMSDir,
+		GCPEndpoint:        s.cfg.GCPKMSEndpoint,
+		GCPInsecure:        s.cfg.GCPKMSInsecure,
+		GCPCredentialsFile: s.cfg.GCPCredentialsFile,
+		AWSEndpoint:        s.cfg.AWSKMSEndpoint,
+		AWSRegion:          s.cfg.AWSRegion,
+		AWSAccessKeyID:     s.cfg.AWSAccessKeyID,
+		AWSSecretAccessKey: s.cfg.AWSSecretAccessKey,
+	})
+	s.closers = append(s.closers, opener.Close)
+	if name, ok := strings.CutPrefix(s.cfg.OperatorKeyURI, "local-kms://"); ok {
+		created, err := kms.EnsureLocalKey(s.cfg.LocalKMSDir, name)
+		if err != nil {
+			return nil, fmt.Errorf("--operator_key_uri %s: %w", s.cfg.OperatorKeyURI, err)
+		}
+		if created {
+			s.log.Info("created the local operator key", "uri", s.cfg.OperatorKeyURI, "dir", s.cfg.LocalKMSDir)
+		}
+	}
+	keys, err := encryption.NewKeyProvider(encryption.KeyProviderConfig{
+		Records: s.orgs,
+		OpenKMS: opener.Open,
+		Auditor: s.orgs,
+		TTL:     s.cfg.KeyCacheTTL,
+		Now:     s.cfg.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { keys.Close(); return nil })
+	manager, err := encryption.NewManager(encryption.ManagerConfig{
+		Records:            s.orgs,
+		OpenKMS:            opener.Open,
+		Auditor:            s.orgs,
+		Keys:               keys,
+		OperatorKeyURI:     s.cfg.OperatorKeyURI,
+		OperatorPrincipals: s.operatorPrincipals(),
+		Now:                s.cfg.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &cmek{opener: opener, keys: keys, manager: manager}, nil
+}
 
-func (s *Server) registerAdmin(mux *http.ServeMux) {}
+// operatorPrincipals are the identities customers grant on their keys.
+func (s *Server) operatorPrincipals() map[string]string {
+	p := map[string]string{}
+	if s.cfg.GCPKMSPrincipal != "" {
+		p[kms.ProviderGCP] = s.cfg.GCPKMSPrincipal
+	}
+	if s.cfg.AWSKMSPrincipal != "" {
+		p[kms.ProviderAWS] = s.cfg.AWSKMSPrincipal
+	}
+	return p
+}
 
-func (s *Server) serveUI(w http.ResponseWriter, r *http.Request) {
-	http.NotFound(w, r)
+func (s *Server) startBackground(ctx context.Context) {
+	go s.cmek.manager.RunRewrapLoop(ctx, s.cfg.KeyRewrapInterval)
+}
+
+// orgStoredBytes adds up what an org has on disk, plain and sealed.
+func (s *Server) orgStoredBytes(ctx context.Context, orgID string) (int64, error) {
+	var total int64
+	err := s.backend.WalkPartition(ctx, orgID, func(o cas.StoredObject) error {
+		total += o.Size
+		return nil
+	})
+	return total, err
+}
+
+// deleteOrgData removes every stored object of an org, plain and sealed.
+func (s *Server) deleteOrgData(ctx context.Context, orgID string) error {
+	if orgID == "" || strings.Contains(orgID, "/") {
+		return fmt.Errorf("refusing to delete the data of org id %q", orgID)
+	}
+	_, err := s.backend.DeletePartition(ctx, orgID)
+	return err
+}
+
+// ShredCheck tries to open every stored object of an org.
+func (s *Server) ShredCheck(ctx context.Context, orgID string) (encryption.ShredReport, error) {
+	return encryption.ShredCheck(ctx, s.backend, s.sealedBackend, s.cmek.keys, url.PathEscape(orgID))
 }

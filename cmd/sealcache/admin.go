@@ -54,12 +54,16 @@ Exit status: 0 on success, 1 when the server refuses or fails, 2 on bad usage.
 // round trips.
 const adminTimeout = 2 * time.Minute
 
-// usageError is a mistake on the command line: exit status 2.
-type usageError struct{ msg string }
+// usageError is a mistake on the command line: exit status 2. full asks
+// for the whole command list (for an unknown or missing command).
+type usageError struct {
+	msg  string
+	full bool
+}
 
 func (e usageError) Error() string { return e.msg }
 
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error { return usageError{msg: fmt.Sprintf(format, args...)} }
 
 // adminCLI holds the global flags and the clients built from them.
 type adminCLI struct {
@@ -121,7 +125,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // returns the arguments after it.
 func findAdminCommand(args []string) (adminCommandFunc, []string, error) {
 	if len(args) == 0 {
-		return nil, nil, usagef("missing command")
+		return nil, nil, usageError{msg: "missing command", full: true}
 	}
 	if run, ok := adminCommands[args[0]]; ok {
 		return run, args[1:], nil
@@ -131,13 +135,17 @@ func findAdminCommand(args []string) (adminCommandFunc, []string, error) {
 			return run, args[2:], nil
 		}
 	}
-	return nil, nil, usagef("unknown command %q", strings.Join(args[:min(len(args), 2)], " "))
+	return nil, nil, usageError{msg: fmt.Sprintf("unknown command %q", strings.Join(args[:min(len(args), 2)], " ")), full: true}
 }
 
 func adminFail(stderr io.Writer, err error) int {
 	var uerr usageError
 	if errors.As(err, &uerr) {
-		fmt.Fprintf(stderr, "sealcache admin: %s\n\n%s", uerr.msg, adminUsage)
+		if uerr.full {
+			fmt.Fprintf(stderr, "sealcache admin: %s\n\n%s", uerr.msg, adminUsage)
+		} else {
+			fmt.Fprintf(stderr, "sealcache admin: %s\nRun \"sealcache admin help\" for the commands and their flags.\n", uerr.msg)
+		}
 		return 2
 	}
 	fmt.Fprintf(stderr, "sealcache admin: %v\n", err)

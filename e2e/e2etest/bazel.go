@@ -121,19 +121,19 @@ func (b *Bazel) Run(command string, args ...string) *Result {
 	started := time.Now()
 	err := cmd.Run()
 
-	r := newResult(argv, stdout.String(), stderr.String())
+	r := newResult(argv, strings.Join(append([]string{command}, args...), " "), stdout.String(), stderr.String())
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
 	case errors.As(err, &exitErr):
 		r.ExitCode = exitErr.ExitCode()
 	default:
-		b.t.Fatalf("running bazel %s: %v", strings.Join(argv, " "), err)
+		b.t.Fatalf("running bazel %s: %v", r.Command(), err)
 	}
 	if ctx.Err() != nil {
-		b.t.Fatalf("bazel %s did not finish within %v:\n%s", command, b.timeout(), r.Output())
+		b.t.Fatalf("bazel %s did not finish within %v:\n%s", r.Command(), b.timeout(), r.RedactedOutput())
 	}
-	b.t.Logf("bazel %s: exit %d after %v; %s", strings.Join(args, " "), r.ExitCode, time.Since(started).Round(100*time.Millisecond), r.Processes.Line)
+	b.t.Logf("bazel %s: exit %d after %v; %s", r.Command(), r.ExitCode, time.Since(started).Round(100*time.Millisecond), r.Processes.Line)
 	return r
 }
 
@@ -175,7 +175,7 @@ func (b *Bazel) BinFile(rel string) string {
 func (b *Bazel) mustSucceed(r *Result) *Result {
 	b.t.Helper()
 	if r.ExitCode != 0 {
-		b.t.Fatalf("bazel %s failed with exit code %d:\n%s", strings.Join(r.Args, " "), r.ExitCode, r.Output())
+		b.t.Fatalf("bazel %s failed with exit code %d:\n%s", r.Command(), r.ExitCode, r.RedactedOutput())
 	}
 	return r
 }

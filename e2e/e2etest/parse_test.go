@@ -84,7 +84,7 @@ func TestParseProcessSummaryTakesTheLastLine(t *testing.T) {
 }
 
 func TestTestStatusReadsTheSummary(t *testing.T) {
-	r := newResult(nil, "", ""+
+	r := newResult(nil, "test", "", ""+
 		"//e2e/testdata/workspace:hello_test                             (cached) PASSED in 0.3s\n"+
 		"//e2e/testdata/workspace:hello_test_two                                  FAILED in 1.0s\n"+
 		"\nExecuted 0 out of 1 test: 1 test passes.\n")

@@ -13,12 +13,26 @@ type Result struct {
 	Stderr    string
 	ExitCode  int
 	Processes ProcessSummary
+
+	command string // the Bazel command and the caller's arguments, without the harness's flags
 }
 
-func newResult(args []string, stdout, stderr string) *Result {
-	r := &Result{Args: args, Stdout: stdout, Stderr: stderr}
+func newResult(args []string, command string, stdout, stderr string) *Result {
+	r := &Result{Args: args, Stdout: stdout, Stderr: stderr, command: command}
 	r.Processes = parseProcessSummary(r.Output())
 	return r
+}
+
+// Command is the Bazel command and the caller's arguments, without the flags
+// the harness adds and with API keys redacted: what the harness logs.
+func (r *Result) Command() string {
+	return redact(r.command, secretsIn(r.Args)...)
+}
+
+// RedactedOutput is Output with the API keys of the command line cut out, for
+// test failure messages.
+func (r *Result) RedactedOutput() string {
+	return redact(r.Output(), secretsIn(r.Args)...)
 }
 
 // Output is stderr followed by stdout. Bazel prints its INFO lines and test

@@ -78,7 +78,7 @@ func StartServerIn(t testing.TB, dataDir string, extraFlags ...string) *Server {
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("sealcache log (%s):\n%s", strings.Join(args, " "), s.Log())
+			t.Logf("sealcache log (%s):\n%s", strings.Join(args, " "), s.redactedLog())
 		}
 	})
 
@@ -93,9 +93,9 @@ func StartServerIn(t testing.TB, dataDir string, extraFlags ...string) *Server {
 		return s
 	case <-s.exited:
 		s.Stop()
-		t.Fatalf("sealcache exited before it was serving (%v); its log:\n%s", s.waitErr, s.Log())
+		t.Fatalf("sealcache exited before it was serving (%v); its log:\n%s", s.waitErr, s.redactedLog())
 	case <-timeout.C:
-		t.Fatalf("sealcache did not log %q within %v; its log:\n%s", "msg=serving", startTimeout, s.Log())
+		t.Fatalf("sealcache did not log %q within %v; its log:\n%s", "msg=serving", startTimeout, s.redactedLog())
 	}
 	return nil
 }
@@ -145,6 +145,12 @@ func (s *Server) Stop() {
 
 // Log returns everything the server has written to stdout and stderr so far.
 func (s *Server) Log() string { return s.log.String() }
+
+// redactedLog is the log without the keys the server announces on first
+// start, for printing in test output.
+func (s *Server) redactedLog() string {
+	return redact(s.Log(), s.AdminKey(), s.OperatorKey())
+}
 
 // AdminKey returns the API key of the admin of org "default" that the server
 // wrote on first start, or "" when the server wrote none.

@@ -206,7 +206,7 @@ func TestOffsetReadOfTruncatedObjectFails(t *testing.T) {
 	plain := pattern(4 * 64)
 	sealed := sealWithWriter(t, a, testKeyID, testBinding, plain)
 	cut := sealed[:HeaderSize(testKeyID)+2*storedChunk()] // chunks 0 and 1 remain
-	st := StartAt(testKeyID, 2*64)                       // "the end", if the cut were real
+	st := StartAt(testKeyID, 2*64)                        // "the end", if the cut were real
 	_, err := io.ReadAll(NewReader(bytes.NewReader(cut[st.StoredOffset:]), a, testKeyID, testBinding, st))
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("offset read at a cut boundary: err %v, want ErrCorrupt", err)

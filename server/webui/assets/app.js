@@ -48,7 +48,7 @@
   function fmtTime(ts, never) {
     if (!ts) return never || "—";
     const d = new Date(ts);
-    return isNaN(d) ? ts : d.toLocaleString();
+    return isNaN(d) ? ts : d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
   }
   function fmtBytes(v) {
     let n = Number(v || 0);
@@ -231,8 +231,8 @@
       cell(tr, k.label || "—");
       cell(tr, roleName(k.role));
       cell(tr, k.id, "mono");
-      cell(tr, fmtTime(k.created));
-      cell(tr, fmtTime(k.lastUsed, "never"));
+      cell(tr, fmtTime(k.created), "nowrap");
+      cell(tr, fmtTime(k.lastUsed, "never"), "nowrap");
       const td = cell(tr, "");
       {
         const b = document.createElement("button");
@@ -274,7 +274,7 @@
     try {
       const resp = await api("OrgService", "CreateApiKey", { role: $("key-role").value, label: $("key-label").value.trim() });
       $("new-key-secret").value = resp.secret || "";
-      $("new-key-flags").value = (resp.bazelFlags || []).join("\n");
+      $("new-key-flags").value = (resp.bazelFlags || []).map((f) => "build " + f).join("\n");
       $("new-key").hidden = false;
       $("new-key").focus();
       $("key-label").value = "";
@@ -320,6 +320,8 @@
       failure.className = "";
     }
     $("enc-check-row").hidden = !on;
+    $("enc-props").hidden = !on;
+    $("enc-off-text").hidden = on;
     $("enc-enable-card").hidden = on;
     $("enc-disable-card").hidden = !on;
     setText("dis-key-id", c.keyId || "");
@@ -421,6 +423,7 @@
       loadAudit(true);
     } catch (err) {
       showError(form, err, "customer_key_uri");
+      loadAudit(true); // failed attempts are audited too
     } finally {
       busy($("enable-submit"), false);
     }
@@ -481,7 +484,7 @@
     if (first && !events.length) emptyRow(tbody, 4, "No events yet.");
     events.forEach((e) => {
       const tr = document.createElement("tr");
-      cell(tr, fmtTime(e.time));
+      cell(tr, fmtTime(e.time), "nowrap");
       cell(tr, e.action || "", "mono");
       cell(tr, e.details || "");
       cell(tr, e.actorKeyId || "", "mono");

@@ -1,0 +1,140 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sealcache/sealcache/encryption/kms"
+)
+
+// fakeClock is moved by tests instead of sleeping.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// filesContain reports whether any file under dir holds marker.
+func filesContain(t *testing.T, dir string, marker []byte) bool {
+	found := false
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if data, _ := os.ReadFile(path); bytes.Contains(data, marker) {
+				found = true
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+func TestCMEKLifecycleThroughTheCache(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	env := startServer(t, func(c *Config) { c.Clock = clock.Now; c.KeyCacheTTL = time.Minute })
+	ctx := context.Background()
+	org := env.defaultOrg()
+	marker := []byte("SEALCACHE-CMEK-TEST-MARKER")
+	blob := bytes.Repeat(marker, 1000)
+	d := sha(blob)
+
+	// Before CMEK: stored plain.
+	if _, err := writeBlob(ctx, env.bs(), "", d, blob); err != nil {
+		t.Fatal(err)
+	}
+	if !filesContain(t, env.dataDir, marker) {
+		t.Fatal("plain data should be readable on disk before CMEK (test sanity)")
+	}
+
+	// Enable with a customer key in local-kms.
+	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "customer-a"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := env.s.cmek.manager.Enable(ctx, org, "test", "local-kms://customer-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Old plain data is now a miss.
+	if _, err := readBlob(ctx, env.bs(), readName("", d), 0, 0); status.Code(err) != codes.NotFound {
+		t.Fatalf("plain data after enabling CMEK: want NOT_FOUND, got %v", err)
+	}
+	// New writes are sealed: they read back, and the marker is in no new file.
+	env.s.backend.DeletePartition(ctx, org) // drop the plain copy so the disk check below means something
+	if _, err := writeBlob(ctx, env.bs(), "", d, blob); err != nil {
+		t.Fatal(err)
+	}
+	action := sha([]byte("sealed action"))
+	if _, err := env.ac().UpdateActionResult(ctx, &repb.UpdateActionResultRequest{ActionDigest: action.Proto(), ActionResult: &repb.ActionResult{StdoutRaw: marker, OutputFiles: []*repb.OutputFile{{Path: "o", Digest: d.Proto()}}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readBlob(ctx, env.bs(), readName("", d), 5000, 100)
+	if err != nil || !bytes.Equal(got, blob[5000:5100]) {
+		t.Fatalf("sealed offset read: %d bytes, %v", len(got), err)
+	}
+	if _, err := env.ac().GetActionResult(ctx, &repb.GetActionResultRequest{ActionDigest: action.Proto()}); err != nil {
+		t.Fatalf("sealed action result: %v", err)
+	}
+	if filesContain(t, filepath.Join(env.dataDir, "cas"), marker) {
+		t.Fatal("the marker is readable on disk after CMEK was enabled")
+	}
+
+	// The customer disables their key: cached keys keep serving until the
+	// TTL ends, then requests fail closed with UNAVAILABLE naming the key.
+	if err := kms.DisableLocalKey(env.s.cfg.LocalKMSDir, "customer-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readBlob(ctx, env.bs(), readName("", d), 0, 0); err != nil {
+		t.Fatalf("within the TTL a cached key still serves: %v", err)
+	}
+	clock.Advance(time.Minute + time.Second)
+	_, err = readBlob(ctx, env.bs(), readName("", d), 0, 0)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "local-kms://customer-a") {
+		t.Fatalf("revoked key after the TTL: want UNAVAILABLE naming the key, got %v", err)
+	}
+	_, err = env.cas().FindMissingBlobs(ctx, &repb.FindMissingBlobsRequest{BlobDigests: []*repb.Digest{d.Proto()}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("FindMissing with a revoked key: want UNAVAILABLE, got %v", err)
+	}
+
+	// The key comes back: after the error cache time, data is readable again.
+	if err := kms.EnableLocalKey(env.s.cfg.LocalKMSDir, "customer-a"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(30 * time.Second)
+	if _, err := readBlob(ctx, env.bs(), readName("", d), 0, 0); err != nil {
+		t.Fatalf("after the key is enabled again: %v", err)
+	}
+
+	// Disable CMEK: the key records go, the data is shredded.
+	if err := env.s.cmek.manager.Disable(ctx, org, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readBlob(ctx, env.bs(), readName("", d), 0, 0); status.Code(err) != codes.NotFound {
+		t.Fatalf("after disabling: want NOT_FOUND, got %v", err)
+	}
+	report, err := env.s.ShredCheck(ctx, org)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.Sealed < 2 || report.Opened != 0 {
+		t.Fatalf("shred check: %+v; want the sealed objects found and none opened", report)
+	}
+	t.Logf("shred check: %d objects, %d sealed under key %s, %d opened", report.Objects, report.Sealed, rec.KeyID, report.Opened)
+}
