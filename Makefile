@@ -14,7 +14,7 @@ APT_PACKAGES := $(if $(shell command -v bazel),,bazel-bootstrap) \
 APT_PACKAGES := $(strip $(APT_PACKAGES))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build test deps vet race bench clean
+.PHONY: all build test deps vet race bench clean run
 
 all: build
 
@@ -41,5 +41,29 @@ race:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+# Run the server with its embedded defaults (data in ./sealcache-data).
+run:
+	$(GO) run ./cmd/sealcache
+
 clean:
 	rm -rf bin/
+
+# --- proto: regenerate the admin API's Go code (proto/sealcache/admin/v1) ---
+# Tools come from the Go module proxy at pinned versions and live in
+# .tools/proto, so `make proto` gives the same output on every machine.
+# protoc-gen-go matches google.golang.org/protobuf and protoc-gen-connect-go
+# matches connectrpc.com/connect in go.mod.
+BUF_VERSION            ?= v1.75.0
+PROTOC_GEN_GO_VERSION  ?= v1.36.12
+PROTOC_GEN_CONNECT_GO_VERSION ?= v1.21.1
+PROTO_TOOLS := $(CURDIR)/.tools/proto
+
+.PHONY: proto proto-tools
+proto-tools:
+	GOBIN=$(PROTO_TOOLS) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	GOBIN=$(PROTO_TOOLS) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(PROTO_TOOLS) go install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_GO_VERSION)
+
+proto: proto-tools
+	cd proto && PATH="$(PROTO_TOOLS):$$PATH" buf generate
+

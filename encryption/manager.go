@@ -81,6 +81,12 @@ func (m *Manager) Enable(ctx context.Context, orgID, actorKeyID, customerKeyURI 
 	if !validSegment(orgID) {
 		return KeyRecord{}, fmt.Errorf("org id %q is not a valid partition segment", orgID)
 	}
+	if customerKeyURI == m.cfg.OperatorKeyURI {
+		// Both halves under one key would make the operator alone able to
+		// open the org's data: CMEK means the customer's key is needed too.
+		return KeyRecord{}, &kms.Error{Kind: kms.KindInvalidURI, URI: customerKeyURI, Op: "enable", Provider: "sealcache",
+			Err: errors.New("this is the operator's own key; give a key that your organization controls")}
+	}
 	cur, err := m.cfg.Records.CurrentKey(ctx, orgID)
 	switch {
 	case err == nil && cur.CustomerKeyURI == customerKeyURI:

@@ -1,9 +1,85 @@
 package server
 
-import "net/http"
+import (
+	"context"
+	"encoding/json"
+	"net/http"
 
-func (s *Server) registerAdmin(mux *http.ServeMux) {}
+	"github.com/sealcache/sealcache/encryption/kms"
+	"github.com/sealcache/sealcache/orgs"
+	"github.com/sealcache/sealcache/server/adminapi"
+	"github.com/sealcache/sealcache/server/credentials"
+	"github.com/sealcache/sealcache/server/webui"
+)
+
+// registerAdmin mounts the admin API (gRPC, gRPC-Web and JSON on one
+// handler), the org settings page and the operator's shred check.
+func (s *Server) registerAdmin(mux *http.ServeMux) {
+	api, err := adminapi.New(adminapi.Deps{
+		Store:         s.orgs,
+		Auth:          s.auth,
+		Encryption:    s.cmek.manager,
+		KeyRecords:    s.orgs,
+		DeleteOrgData: s.deleteOrgData,
+		OrgStats: func(ctx context.Context, orgID string) (int64, uint64, uint64) {
+			stored, _ := s.orgStoredBytes(ctx, orgID)
+			hits, misses := s.metrics.OrgLookups(orgID)
+			return stored, hits, misses
+		},
+		Providers:          []string{kms.ProviderGCP, kms.ProviderAWS, kms.ProviderLocal},
+		OperatorPrincipals: s.operatorPrincipals(),
+		KeyCacheTTL:        s.cfg.KeyCacheTTL,
+		Logger:             s.log,
+	})
+	if err != nil {
+		panic(err) // Deps are complete by construction
+	}
+	api.Register(mux)
+	ui := webui.Handler()
+	mux.Handle("GET /{$}", ui)
+	mux.Handle("GET /ui/", ui)
+	mux.HandleFunc("GET /v1/shred-check", s.serveShredCheck)
+}
 
 func (s *Server) serveUI(w http.ResponseWriter, r *http.Request) {
-	http.NotFound(w, r)
+	http.Error(w, "not found: the cache protocol uses /cas/HASH and /ac/HASH; the settings page is at /", http.StatusNotFound)
+}
+
+// serveShredCheck answers GET /v1/shred-check?org_id=ID for operator keys:
+// it tries to open every stored object of the org and reports the counts.
+func (s *Server) serveShredCheck(w http.ResponseWriter, r *http.Request) {
+	p, err := s.authenticate(r.Context(), credentials.FromHTTP(r))
+	if err != nil {
+		httpError(w, err)
+		return
+	}
+	if p.Role != orgs.RoleOperator {
+		http.Error(w, "the shred check needs the operator key", http.StatusForbidden)
+		return
+	}
+	orgID := r.URL.Query().Get("org_id")
+	if orgID == "" {
+		http.Error(w, "org_id: give the id of the org to check (sealcache admin orgs list)", http.StatusBadRequest)
+		return
+	}
+	report, err := s.ShredCheck(r.Context(), orgID)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(shredCheckResponse{
+		OrgID: report.OrgID, Objects: report.Objects, Plain: report.Plain, Sealed: report.Sealed,
+		Opened: report.Opened, Shredded: report.Shredded(), KeyError: report.KeyError,
+	})
+}
+
+type shredCheckResponse struct {
+	OrgID    string `json:"org_id"`
+	Objects  int64  `json:"objects"`
+	Plain    int64  `json:"plain"`
+	Sealed   int64  `json:"sealed"`
+	Opened   int64  `json:"opened"`
+	Shredded bool   `json:"shredded"`
+	KeyError string `json:"key_error,omitempty"`
 }

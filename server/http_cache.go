@@ -166,6 +166,9 @@ func (h *httpCache) getActionResult(w http.ResponseWriter, r *http.Request, ctx 
 	// Completeness: every output must be in this protocol's CAS namespace.
 	var keys []cas.Key
 	for _, d := range outputDigests(result) {
+		if d.GetSizeBytes() == 0 {
+			continue // the empty blob is always present; Bazel never uploads it
+		}
 		keys = append(keys, h.s.casKey(ctx, cas.Digest{Function: key.Digest.Function, Hash: d.GetHash(), Size: cas.SizeUnknown}))
 	}
 	missing, err := h.s.store.FindMissing(ctx, keys)

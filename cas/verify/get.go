@@ -73,8 +73,8 @@ type downloadReader struct {
 	// stored is the key to delete when they do not; it differs from key
 	// only for blobs stored under cas.SizeUnknown.
 	stored cas.Key
-	src   io.ReadCloser
-	h     hash.Hash
+	src    io.ReadCloser
+	h      hash.Hash
 
 	skip    int64  // bytes at the start still to hash and discard
 	n       int64  // bytes read from src so far
