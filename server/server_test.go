@@ -214,3 +214,5 @@ func (b *syncBuffer) String() string {
 }
 
 func (e *testEnv) defaultOrg() string { return e.s.defaultOrgID }
+
+func osReadFile(dir, name string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, name)) }

@@ -27,7 +27,7 @@ func run(ctx context.Context, args []string) int {
 			return runShredCheck(ctx, args[1:], os.Stdout, os.Stderr)
 		case "help", "-h", "--help", "-help":
 			printUsage(os.Stdout)
-			return 0
+			return runServer(ctx, []string{"-h"}, os.Stdout, os.Stdout)
 		}
 	}
 	return runServer(ctx, args, os.Stdout, os.Stderr)
@@ -42,7 +42,10 @@ Usage:
   sealcache bench --server ADDR     measure a REAPI server's throughput
   sealcache shred-check --org ID    check that a disabled org's data no longer opens
 
-Run "sealcache serve --help" or "sealcache --help" for server flags,
-"sealcache admin --help" for admin commands.
+Every server flag can also be set as SEALCACHE_<FLAG> in the environment
+(SEALCACHE_DATA_DIR=/var/lib/sealcache) or in the YAML file given by --config.
+"sealcache admin --help" lists the admin commands.
+
+Server flags:
 `)
 }

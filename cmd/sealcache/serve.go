@@ -67,6 +67,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	cfg := server.Defaults()
 	fs := flag.NewFlagSet("sealcache", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = fs.PrintDefaults
 	configFile, logLevel, logFormat := serverFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
