@@ -68,13 +68,14 @@ func (s *Server) serveShredCheck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(shredCheckResponse{
+	json.NewEncoder(w).Encode(ShredCheckResponse{
 		OrgID: report.OrgID, Objects: report.Objects, Plain: report.Plain, Sealed: report.Sealed,
 		Opened: report.Opened, Shredded: report.Shredded(), KeyError: report.KeyError,
 	})
 }
 
-type shredCheckResponse struct {
+// ShredCheckResponse is the JSON answer of GET /v1/shred-check.
+type ShredCheckResponse struct {
 	OrgID    string `json:"org_id"`
 	Objects  int64  `json:"objects"`
 	Plain    int64  `json:"plain"`

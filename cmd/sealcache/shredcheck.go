@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/sealcache/sealcache/server"
 )
 
 // runShredCheck asks a running server to try to open every stored object
@@ -20,7 +22,7 @@ import (
 func runShredCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sealcache shred-check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	server := fs.String("server", envOr("SEALCACHE_SERVER", "http://127.0.0.1:8080"), "the server's HTTP address")
+	serverURL := fs.String("server", envOr("SEALCACHE_SERVER", "http://127.0.0.1:8080"), "the server's HTTP address")
 	apiKey := fs.String("api_key", os.Getenv("SEALCACHE_API_KEY"), "the operator key (default $SEALCACHE_API_KEY)")
 	org := fs.String("org", "", "id of the org to check (sealcache admin orgs list)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -33,7 +35,7 @@ func runShredCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(*server, "/")+"/v1/shred-check?org_id="+url.QueryEscape(*org), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(*serverURL, "/")+"/v1/shred-check?org_id="+url.QueryEscape(*org), nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "sealcache shred-check: %v\n", err)
 		return 2
@@ -50,15 +52,7 @@ func runShredCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "sealcache shred-check: %s: %s\n", resp.Status, strings.TrimSpace(string(body)))
 		return 1
 	}
-	var r struct {
-		OrgID    string `json:"org_id"`
-		Objects  int64  `json:"objects"`
-		Plain    int64  `json:"plain"`
-		Sealed   int64  `json:"sealed"`
-		Opened   int64  `json:"opened"`
-		Shredded bool   `json:"shredded"`
-		KeyError string `json:"key_error"`
-	}
+	var r server.ShredCheckResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		fmt.Fprintf(stderr, "sealcache shred-check: unexpected answer: %v\n", err)
 		return 1
