@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 
 	"github.com/sealcache/sealcache/encryption/kms"
@@ -14,11 +15,12 @@ import (
 
 // registerAdmin mounts the admin API (gRPC, gRPC-Web and JSON on one
 // handler), the org settings page and the operator's shred check.
-func (s *Server) registerAdmin(mux *http.ServeMux) {
+func (s *Server) registerAdmin(mux *http.ServeMux, grpcAddr net.Addr, tls bool) {
+	_, grpcPort, _ := net.SplitHostPort(grpcAddr.String())
 	api, err := adminapi.New(adminapi.Deps{
 		Store:         s.orgs,
 		Auth:          s.auth,
-		Encryption:    s.cmek.manager,
+		Encryption:    cmekControl{Manager: s.cmek.manager, s: s},
 		KeyRecords:    s.orgs,
 		DeleteOrgData: s.deleteOrgData,
 		OrgStats: func(ctx context.Context, orgID string) (int64, uint64, uint64) {
@@ -29,6 +31,9 @@ func (s *Server) registerAdmin(mux *http.ServeMux) {
 		Providers:          []string{kms.ProviderGCP, kms.ProviderAWS, kms.ProviderLocal},
 		OperatorPrincipals: s.operatorPrincipals(),
 		KeyCacheTTL:        s.cfg.KeyCacheTTL,
+		RemoteCacheURL:     s.cfg.PublicCacheURL,
+		GRPCPort:           grpcPort,
+		GRPCTLS:            tls,
 		Logger:             s.log,
 	})
 	if err != nil {

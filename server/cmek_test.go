@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -137,4 +138,34 @@ func TestCMEKLifecycleThroughTheCache(t *testing.T) {
 		t.Fatalf("shred check: %+v; want the sealed objects found and none opened", report)
 	}
 	t.Logf("shred check: %d objects, %d sealed under key %s, %d opened", report.Objects, report.Sealed, rec.KeyID, report.Opened)
+}
+
+func TestEnablingCMEKDeletesPlainDataSoDisablingCannotBringItBack(t *testing.T) {
+	env := startServer(t)
+	ctx := context.Background()
+	org := env.defaultOrg()
+	blob := []byte("written while CMEK was off")
+	if _, err := writeBlob(ctx, env.bs(), "", sha(blob), blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "customer-b"); err != nil {
+		t.Fatal(err)
+	}
+	control := cmekControl{Manager: env.s.cmek.manager, s: env.s}
+	if _, err := control.Enable(ctx, org, "test", "local-kms://customer-b"); err != nil {
+		t.Fatal(err)
+	}
+	if filesContain(t, filepath.Join(env.dataDir, "cas"), blob) {
+		t.Error("plaintext written before CMEK is still on disk after enabling it")
+	}
+	if err := control.Disable(ctx, org, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readBlob(ctx, env.bs(), readName("", sha(blob)), 0, 0); status.Code(err) != codes.NotFound {
+		t.Errorf("pre-CMEK data came back after disabling: %v", err)
+	}
+	events, _, err := env.s.orgs.ListAuditEvents(ctx, org, 10, "")
+	if err != nil || !strings.Contains(fmt.Sprint(events), "plain_data_deleted") {
+		t.Errorf("audit log lacks plain_data_deleted: %v %v", events, err)
+	}
 }

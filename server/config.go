@@ -40,6 +40,11 @@ type Config struct {
 
 	ShutdownGrace time.Duration
 
+	// PublicCacheURL is what Bazel users pass as --remote_cache, shown with
+	// new keys; empty means grpc(s)://HOST:PORT of the admin request's host
+	// and the gRPC port.
+	PublicCacheURL string
+
 	// Clock replaces time.Now for the CMEK key cache; tests move it past
 	// the TTL instead of waiting. Nil means time.Now.
 	Clock func() time.Time

@@ -32,19 +32,19 @@ import (
 
 // Server is one running Sealcache node.
 type Server struct {
-	cfg           Config
-	log           *slog.Logger
-	store         cas.BlobStore      // the composed store every request goes through
-	backend       cas.PartitionStore // whole-org operations (delete org, shred check)
-	sealedBackend cas.BlobStore      // where sealed objects live (for the shred check)
-	orgs          *orgs.Store
-	auth          *orgs.Authenticator
-	defaultOrgID  string
-	metrics       *metrics
-	registry      *prometheus.Registry
-	uploads       *uploadTable
-	cmek          *cmek // CMEK parts, see store.go
-	closers       []func() error
+	cfg          Config
+	log          *slog.Logger
+	store        cas.BlobStore      // the composed store every request goes through
+	backend      cas.PartitionStore // whole-org operations (delete org, shred check)
+	raw          cas.BlobStore      // the disk store itself, below every wrapper
+	orgs         *orgs.Store
+	auth         *orgs.Authenticator
+	defaultOrgID string
+	metrics      *metrics
+	registry     *prometheus.Registry
+	uploads      *uploadTable
+	cmek         *cmek // CMEK parts, see store.go
+	closers      []func() error
 }
 
 // casKey is where a CAS blob of the caller's org lives. CAS content is
@@ -211,7 +211,7 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 
 	grpcServer := s.newGRPCServer(tlsConfig)
 	httpServer := &http.Server{
-		Handler:           s.httpHandler(),
+		Handler:           s.httpHandler(grpcLis.Addr(), tlsConfig != nil),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		TLSConfig:         tlsConfig,
@@ -277,7 +277,7 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 	return g
 }
 
-func (s *Server) httpHandler() http.Handler {
+func (s *Server) httpHandler(grpcAddr net.Addr, tls bool) http.Handler {
 	mux := http.NewServeMux()
 	cache := &httpCache{s: s}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
@@ -285,7 +285,7 @@ func (s *Server) httpHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	s.registerAdmin(mux)
+	s.registerAdmin(mux, grpcAddr, tls)
 	// The cache protocol owns every other path that ends in /ac/HASH or /cas/HASH.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, _, _, ok := parseCachePath(r.URL.Path); ok {

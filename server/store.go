@@ -38,7 +38,7 @@ func (s *Server) openStore(ctx context.Context) error {
 		return st.UsedBytes, st.Objects, st.Evictions
 	}))
 	s.backend = d
-	s.sealedBackend = d
+	s.raw = d
 
 	c, err := s.openCMEK(ctx)
 	if err != nil {
@@ -133,5 +133,53 @@ func (s *Server) deleteOrgData(ctx context.Context, orgID string) error {
 
 // ShredCheck tries to open every stored object of an org.
 func (s *Server) ShredCheck(ctx context.Context, orgID string) (encryption.ShredReport, error) {
-	return encryption.ShredCheck(ctx, s.backend, s.sealedBackend, s.cmek.keys, url.PathEscape(orgID))
+	return encryption.ShredCheck(ctx, s.backend, s.raw, s.cmek.keys, url.PathEscape(orgID))
+}
+
+// cmekControl is the encryption lifecycle as the admin API sees it: the
+// Manager's, plus one promise the Manager cannot keep alone because it does
+// not know the storage. Once CMEK is on, no plaintext of the org stays on
+// disk: enabling deletes the org's plain objects, so they can neither be
+// read from disk nor come back as hits if CMEK is later disabled.
+type cmekControl struct {
+	*encryption.Manager
+	s *Server
+}
+
+func (c cmekControl) Enable(ctx context.Context, orgID, actorKeyID, customerKeyURI string) (encryption.KeyRecord, error) {
+	rec, err := c.Manager.Enable(ctx, orgID, actorKeyID, customerKeyURI)
+	if err != nil {
+		return rec, err
+	}
+	n, bytes, err := c.s.deletePlainObjects(context.WithoutCancel(ctx), orgID)
+	if err != nil {
+		c.s.log.Error("CMEK enabled, but deleting the org's plain objects failed; they age out of the LRU", "org", orgID, "err", err)
+		_ = c.s.orgs.Audit(ctx, orgID, "system", "plain_data_delete_failed", err.Error())
+	} else if n > 0 {
+		_ = c.s.orgs.Audit(ctx, orgID, "system", "plain_data_deleted", fmt.Sprintf("objects=%d bytes=%d", n, bytes))
+	}
+	return rec, nil
+}
+
+// deletePlainObjects removes the objects stored directly in the org's
+// partition (written while CMEK was off), leaving sealed partitions alone.
+func (s *Server) deletePlainObjects(ctx context.Context, orgID string) (n int, bytes int64, err error) {
+	var plain []cas.StoredObject
+	err = s.backend.WalkPartition(ctx, orgID, func(o cas.StoredObject) error {
+		if o.Key.Partition == orgID {
+			plain = append(plain, o)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, o := range plain {
+		if err := s.raw.Delete(ctx, o.Key); err != nil {
+			return n, bytes, err
+		}
+		n++
+		bytes += o.Size
+	}
+	return n, bytes, nil
 }

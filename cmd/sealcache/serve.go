@@ -42,6 +42,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) (configFile, logLevel, lo
 	fs.StringVar(&cfg.AWSRegion, "aws_region", "", "AWS region override (default: the region in the key ARN)")
 	fs.StringVar(&cfg.AWSAccessKeyID, "aws_access_key_id", "", "static AWS access key id (default: the SDK's credential chain)")
 	fs.StringVar(&cfg.AWSSecretAccessKey, "aws_secret_access_key", "", "static AWS secret access key, with --aws_access_key_id")
+	fs.StringVar(&cfg.PublicCacheURL, "public_cache_url", "", "the --remote_cache URL users should paste, such as grpcs://cache.example.com (default: the admin request's host and --grpc_address's port)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown_grace", cfg.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	configFile = fs.String("config", "", "YAML file with settings, keys named like the flags (data_dir: /var/lib/sealcache)")
 	logLevel = fs.String("log_level", "info", "debug, info, warn or error")

@@ -94,6 +94,10 @@ type Deps struct {
 	// "grpcs://cache.example.com". Empty means grpc://<host of the admin
 	// request>:1985.
 	RemoteCacheURL string
+	// GRPCPort and GRPCTLS describe this server's REAPI port, used with the
+	// admin request's host when RemoteCacheURL is empty. Empty port means 1985.
+	GRPCPort string
+	GRPCTLS  bool
 
 	Logger *slog.Logger // nil means slog.Default()
 }
@@ -169,7 +173,14 @@ func (a *API) bazelFlags(ctx context.Context, secret string) []string {
 		if host == "" {
 			host = "localhost"
 		}
-		url = "grpc://" + net.JoinHostPort(host, "1985")
+		port, scheme := a.deps.GRPCPort, "grpc://"
+		if port == "" {
+			port = "1985"
+		}
+		if a.deps.GRPCTLS {
+			scheme = "grpcs://"
+		}
+		url = scheme + net.JoinHostPort(host, port)
 	}
 	return []string{
 		"--remote_cache=" + url,
