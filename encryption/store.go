@@ -52,7 +52,7 @@ func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadClos
 	if !ok.Enabled() {
 		return s.plain.Get(ctx, key, offset)
 	}
-	if offset < 0 || key.Kind == cas.KindCAS && offset > key.Digest.Size {
+	if offset < 0 || key.Kind == cas.KindCAS && key.Digest.Size != cas.SizeUnknown && offset > key.Digest.Size {
 		return nil, fmt.Errorf("read offset %d is outside blob %s", offset, key.Digest)
 	}
 	sk := sealedKey(key, ok.KeyID)
@@ -222,12 +222,16 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	n, err := v.r.Read(p)
 	v.h.Write(p[:n])
 	v.n += int64(n)
-	if v.n > v.want.Size {
+	unknownSize := v.want.Size == cas.SizeUnknown
+	if !unknownSize && v.n > v.want.Size {
 		v.err = fmt.Errorf("%w: expected %s, got more than %d bytes", ErrDigestMismatch, v.want, v.want.Size)
 		return 0, v.err
 	}
 	if err == io.EOF {
 		got := cas.Digest{Function: v.want.Function, Hash: hex.EncodeToString(v.h.Sum(nil)), Size: v.n}
+		if unknownSize {
+			got.Size = cas.SizeUnknown // named by hash alone (HTTP cache protocol)
+		}
 		if got != v.want {
 			v.err = fmt.Errorf("%w: expected %s, got %s", ErrDigestMismatch, v.want, got)
 			return n, v.err

@@ -169,3 +169,28 @@ func TestEnablingCMEKDeletesPlainDataSoDisablingCannotBringItBack(t *testing.T) 
 		t.Errorf("audit log lacks plain_data_deleted: %v %v", events, err)
 	}
 }
+
+func TestHTTPCacheProtocolWithCMEK(t *testing.T) {
+	env := startServer(t)
+	ctx := context.Background()
+	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "customer-http"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.s.cmek.manager.Enable(ctx, env.defaultOrg(), "test", "local-kms://customer-http"); err != nil {
+		t.Fatal(err)
+	}
+	blob := []byte("SEALCACHE-HTTP-CMEK-MARKER sealed over http")
+	hash := sha(blob).Hash
+	if code, body := env.httpDo("PUT", "/cas/"+hash, env.adminKey, blob); code != 200 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if code, body := env.httpDo("GET", "/cas/"+hash, env.adminKey, nil); code != 200 || !bytes.Equal(body, blob) {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+	if code, _ := env.httpDo("PUT", "/cas/"+sha([]byte("other")).Hash, env.adminKey, blob); code != 400 {
+		t.Fatalf("PUT with the wrong hash under CMEK: %d, want 400", code)
+	}
+	if filesContain(t, filepath.Join(env.dataDir, "cas"), []byte("SEALCACHE-HTTP-CMEK-MARKER")) {
+		t.Fatal("HTTP-stored blob is readable on disk under CMEK")
+	}
+}

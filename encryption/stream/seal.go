@@ -125,19 +125,29 @@ func NewSealingReader(src io.Reader, aead cipher.AEAD, keyID string, binding []b
 	return &sealingReader{src: src, s: newSealer(aead, keyID, binding), out: h}, nil
 }
 
+// Read fills p with as many sealed chunks as fit, so a store copying with
+// a large buffer makes few large writes rather than one per chunk.
 func (r *sealingReader) Read(p []byte) (int, error) {
-	for len(r.out) == 0 {
-		if r.err != nil {
-			return 0, r.err
+	n := 0
+	for n < len(p) {
+		if len(r.out) == 0 {
+			if r.err != nil || r.done {
+				break
+			}
+			r.fill()
+			continue
 		}
-		if r.done {
-			return 0, io.EOF
-		}
-		r.fill()
+		c := copy(p[n:], r.out)
+		r.out = r.out[c:]
+		n += c
 	}
-	n := copy(p, r.out)
-	r.out = r.out[n:]
-	return n, nil
+	switch {
+	case n > 0:
+		return n, nil
+	case r.err != nil:
+		return 0, r.err
+	}
+	return 0, io.EOF
 }
 
 // fill reads one chunk plus one byte of plaintext: if that extra byte
