@@ -67,6 +67,7 @@ func (s *Server) serveShredCheck(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "org_id: give the id of the org to check (sealcache admin orgs list)", http.StatusBadRequest)
 		return
 	}
+	_, orgErr := s.orgs.GetOrg(r.Context(), orgID)
 	report, err := s.ShredCheck(r.Context(), orgID)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -74,18 +75,19 @@ func (s *Server) serveShredCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(ShredCheckResponse{
-		OrgID: report.OrgID, Objects: report.Objects, Plain: report.Plain, Sealed: report.Sealed,
+		OrgID: report.OrgID, OrgExists: orgErr == nil, Objects: report.Objects, Plain: report.Plain, Sealed: report.Sealed,
 		Opened: report.Opened, Shredded: report.Shredded(), KeyError: report.KeyError,
 	})
 }
 
 // ShredCheckResponse is the JSON answer of GET /v1/shred-check.
 type ShredCheckResponse struct {
-	OrgID    string `json:"org_id"`
-	Objects  int64  `json:"objects"`
-	Plain    int64  `json:"plain"`
-	Sealed   int64  `json:"sealed"`
-	Opened   int64  `json:"opened"`
-	Shredded bool   `json:"shredded"`
-	KeyError string `json:"key_error,omitempty"`
+	OrgID     string `json:"org_id"`
+	OrgExists bool   `json:"org_exists"` // false for a deleted (or mistyped) org id
+	Objects   int64  `json:"objects"`
+	Plain     int64  `json:"plain"`
+	Sealed    int64  `json:"sealed"`
+	Opened    int64  `json:"opened"`
+	Shredded  bool   `json:"shredded"`
+	KeyError  string `json:"key_error,omitempty"`
 }

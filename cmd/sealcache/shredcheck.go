@@ -60,6 +60,9 @@ func runShredCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *asJSON {
 		stdout.Write(body)
 	} else {
+		if !r.OrgExists {
+			fmt.Fprintf(stdout, "org %s does not exist (deleted, or a mistyped id); checking what is left of it on disk\n", r.OrgID)
+		}
 		fmt.Fprintf(stdout, "org %s: %d objects stored, %d sealed, %d plain; %d sealed objects opened\n", r.OrgID, r.Objects, r.Sealed, r.Plain, r.Opened)
 		if r.KeyError != "" {
 			fmt.Fprintf(stdout, "current key: %s\n", r.KeyError)
