@@ -112,8 +112,12 @@ func (s *Server) startBackground(ctx context.Context) {
 	go s.cmek.manager.RunRewrapLoop(ctx, s.cfg.KeyRewrapInterval)
 }
 
-// orgStoredBytes adds up what an org has on disk, plain and sealed.
+// orgStoredBytes adds up what an org has on disk, plain and sealed: from
+// the backend's own accounting when it keeps one, else by walking.
 func (s *Server) orgStoredBytes(ctx context.Context, orgID string) (int64, error) {
+	if u, ok := s.backend.(interface{ OrgUsage(string) int64 }); ok {
+		return u.OrgUsage(orgID), nil
+	}
 	var total int64
 	err := s.backend.WalkPartition(ctx, orgID, func(o cas.StoredObject) error {
 		total += o.Size

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"container/list"
+	"strings"
 	"time"
 
 	"github.com/sealcache/sealcache/cas"
@@ -21,10 +22,30 @@ type index struct {
 	order  *list.List // of *entry, most recently used at the front
 	byPath map[string]*list.Element
 	used   int64
+	// byOrg adds up sizes per first partition segment (the org), so the
+	// settings page and the operator's org list need no directory walk.
+	byOrg map[string]int64
 }
 
 func newIndex() *index {
-	return &index{order: list.New(), byPath: make(map[string]*list.Element)}
+	return &index{order: list.New(), byPath: make(map[string]*list.Element), byOrg: make(map[string]int64)}
+}
+
+// orgOf is the first segment of a partition.
+func orgOf(partition string) string {
+	if i := strings.IndexByte(partition, '/'); i >= 0 {
+		return partition[:i]
+	}
+	return partition
+}
+
+func (ix *index) account(e *entry, sign int64) {
+	org := orgOf(e.key.Partition)
+	ix.used += sign * e.size
+	ix.byOrg[org] += sign * e.size
+	if ix.byOrg[org] == 0 {
+		delete(ix.byOrg, org)
+	}
 }
 
 func (ix *index) len() int { return len(ix.byPath) }
@@ -51,7 +72,7 @@ func (ix *index) use(rel string, now time.Time, interval time.Duration) (e *entr
 func (ix *index) addFront(e *entry) {
 	ix.remove(e.rel)
 	ix.byPath[e.rel] = ix.order.PushFront(e)
-	ix.used += e.size
+	ix.account(e, 1)
 }
 
 // addBack inserts e as the least recently used object (used while loading,
@@ -59,7 +80,7 @@ func (ix *index) addFront(e *entry) {
 func (ix *index) addBack(e *entry) {
 	ix.remove(e.rel)
 	ix.byPath[e.rel] = ix.order.PushBack(e)
-	ix.used += e.size
+	ix.account(e, 1)
 }
 
 func (ix *index) remove(rel string) (*entry, bool) {
@@ -70,7 +91,7 @@ func (ix *index) remove(rel string) (*entry, bool) {
 	ix.order.Remove(el)
 	delete(ix.byPath, rel)
 	e := el.Value.(*entry)
-	ix.used -= e.size
+	ix.account(e, -1)
 	return e, true
 }
 

@@ -168,6 +168,14 @@ func (s *Store) Stats() Stats {
 	return s.statsLocked()
 }
 
+// OrgUsage returns the bytes stored for an org (the first partition
+// segment), plain and sealed together, from the index: no disk access.
+func (s *Store) OrgUsage(org string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ix.byOrg[org]
+}
+
 func (s *Store) statsLocked() Stats {
 	return Stats{UsedBytes: s.ix.used, Objects: int64(s.ix.len()), Evictions: s.evictions}
 }

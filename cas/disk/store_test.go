@@ -628,3 +628,25 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("index %+v differs from directory %+v", st, got)
 	}
 }
+
+func TestOrgUsageCountsPlainAndSealedPartitionsOfOneOrg(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 1<<20)
+	put(t, s, casKey("org1", []byte("plain")), []byte("plain"))
+	put(t, s, casKey("org1/kkey", []byte("sealed!")), []byte("sealed!"))
+	put(t, s, casKey("org10", []byte("other org")), []byte("other org"))
+	if got := s.OrgUsage("org1"); got != 12 {
+		t.Errorf("org1 uses %d bytes, want 12", got)
+	}
+	if _, err := s.DeletePartition(context.Background(), "org1/kkey"); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.OrgUsage("org1"); got != 5 {
+		t.Errorf("after deleting the sealed partition org1 uses %d bytes, want 5", got)
+	}
+	s.Close()
+	s = open(t, dir, 1<<20)
+	if got, other := s.OrgUsage("org1"), s.OrgUsage("org10"); got != 5 || other != 9 {
+		t.Errorf("after restart: org1 %d, org10 %d; want 5 and 9", got, other)
+	}
+}
