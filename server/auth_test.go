@@ -305,7 +305,7 @@ func TestFirstStartPrintsKeysOnceAndNeverLogsThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second server on the same data dir (after the first stops).
-	first.s.Close()
+	first.stop()
 	os.Remove(filepath.Join(dir, InitialAdminKeyFile))
 	second := startServerWith(t, cfg)
 	if second.bootOut.Len() != 0 {

@@ -246,6 +246,9 @@ type uploadTable struct {
 	m  map[uploadID]*upload
 	// ctx ends every upload when the server stops.
 	ctx context.Context
+	// running counts the Put goroutines, so shutdown can wait for them to
+	// remove their temp files before the store closes.
+	running sync.WaitGroup
 }
 
 func newUploadTable(ctx context.Context, s *Server) *uploadTable {
@@ -286,7 +289,9 @@ func (t *uploadTable) attach(key cas.Key, rn cas.ResourceName, offset int64) (*u
 		}
 		body = &zstdBody{dec}
 	}
+	t.running.Add(1)
 	go func() {
+		defer t.running.Done()
 		err := t.s.store.Put(t.ctx, key, body)
 		if dec != nil {
 			dec.Close()
@@ -351,11 +356,13 @@ func (t *uploadTable) progress(key cas.Key, rn cas.ResourceName) (int64, bool) {
 	return up.received.Load(), true
 }
 
-// abortAll drops every unfinished upload; used at shutdown.
+// abortAll drops every unfinished upload and waits until their Puts have
+// given up; used at shutdown.
 func (t *uploadTable) abortAll() {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	for _, up := range t.m {
 		t.abortLocked(up, errAborted)
 	}
+	t.mu.Unlock()
+	t.running.Wait()
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -245,5 +247,38 @@ func TestByteStreamBadResourceNames(t *testing.T) {
 	_ = stream.Send(&bspb.WriteRequest{ResourceName: "blobs/" + strings.Repeat("a", 64) + "/1", Data: []byte("x"), FinishWrite: true})
 	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "uploads/{uuid}") {
 		t.Errorf("write without uploads/: %v", err)
+	}
+}
+
+func TestShutdownDropsUnfinishedUploadsWithoutTraces(t *testing.T) {
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	first := startServerWith(t, cfg)
+	ctx := context.Background()
+	data := randomBytes(t, 300_000)
+	d := sha(data)
+	stream, err := first.bs().Write(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&bspb.WriteRequest{ResourceName: uploadName("", d, "cut"), Data: data[:100_000]}); err != nil {
+		t.Fatal(err)
+	}
+	// The client stops without finish_write: the upload waits for a resume.
+	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("want INVALID_ARGUMENT for a stream without finish_write, got %v", err)
+	}
+	first.stop()
+
+	second := startServerWith(t, cfg)
+	if _, err := readBlob(ctx, second.bs(), readName("", d), 0, 0); status.Code(err) != codes.NotFound {
+		t.Fatalf("a dropped upload must leave no blob: %v", err)
+	}
+	if _, err := second.bs().QueryWriteStatus(ctx, &bspb.QueryWriteStatusRequest{ResourceName: uploadName("", d, "cut")}); status.Code(err) != codes.NotFound {
+		t.Fatalf("a dropped upload is not resumable after a restart: %v", err)
+	}
+	tmp, _ := os.ReadDir(filepath.Join(cfg.DataDir, "cas", "tmp"))
+	if len(tmp) != 0 {
+		t.Fatalf("temp files left behind: %v", tmp)
 	}
 }

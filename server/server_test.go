@@ -34,6 +34,7 @@ type testEnv struct {
 	bootOut  *bytes.Buffer
 	logs     *syncBuffer
 	conn     *grpc.ClientConn
+	stop     func() // shuts the server down as SIGTERM does; idempotent
 }
 
 func startServer(t testing.TB, configure ...func(*Config)) *testEnv {
@@ -69,13 +70,17 @@ func startServerWith(t testing.TB, cfg Config) *testEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ServeListeners(ctx, grpcLis, httpLis) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-		s.Close()
-	})
+	var once sync.Once
+	env.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("server: %v", err)
+			}
+			s.Close()
+		})
+	}
+	t.Cleanup(env.stop)
 	if data, err := os.ReadFile(filepath.Join(cfg.DataDir, InitialAdminKeyFile)); err == nil {
 		env.adminKey = strings.TrimSpace(string(data))
 	}
