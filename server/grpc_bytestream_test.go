@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
+	"sync"
 	"os"
 	"path/filepath"
 	"strings"
@@ -280,5 +282,52 @@ func TestShutdownDropsUnfinishedUploadsWithoutTraces(t *testing.T) {
 	tmp, _ := os.ReadDir(filepath.Join(cfg.DataDir, "cas", "tmp"))
 	if len(tmp) != 0 {
 		t.Fatalf("temp files left behind: %v", tmp)
+	}
+}
+
+func TestConcurrentWritesOfTheSameAndOfDifferentBlobs(t *testing.T) {
+	env := startServer(t)
+	ctx := context.Background()
+	same := randomBytes(t, 500_000)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 8 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			stream, err := env.bs().Write(ctx)
+			if err == nil {
+				name := uploadName("", sha(same), fmt.Sprintf("same-%d", i))
+				for off := 0; off < len(same) && err == nil; off += 100_000 {
+					err = stream.Send(&bspb.WriteRequest{ResourceName: name, WriteOffset: int64(off), Data: same[off : off+100_000], FinishWrite: off+100_000 == len(same)})
+				}
+				_, err = stream.CloseAndRecv()
+			}
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			own := randomBytes(t, 50_000+i)
+			_, err := writeBlob(ctx, env.bs(), "", sha(own), own)
+			if err == nil {
+				var got []byte
+				got, err = readBlob(ctx, env.bs(), readName("", sha(own)), 0, 0)
+				if err == nil && !bytes.Equal(got, own) {
+					err = fmt.Errorf("blob %d reads back different", i)
+				}
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	got, err := readBlob(ctx, env.bs(), readName("", sha(same)), 0, 0)
+	if err != nil || !bytes.Equal(got, same) {
+		t.Fatalf("the blob written 8 times at once: %d bytes, %v", len(got), err)
 	}
 }
