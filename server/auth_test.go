@@ -295,7 +295,7 @@ func TestFirstStartPrintsKeysOnceAndNeverLogsThem(t *testing.T) {
 		}
 	}
 	out := first.bootOut.String()
-	for _, want := range []string{adminKey, operatorKey, "--remote_cache=grpc://HOST:1985", "--remote_header=x-api-key=" + adminKey} {
+	for _, want := range []string{adminKey, operatorKey, "--remote_cache=grpc://127.0.0.1:1985", "--remote_header=x-api-key=" + adminKey} {
 		if !strings.Contains(out, want) {
 			t.Errorf("first start output lacks %q:\n%s", want, out)
 		}

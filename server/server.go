@@ -150,7 +150,7 @@ func (s *Server) announceInitialKeys(boot orgs.BootstrapResult, out io.Writer) e
 			return fmt.Errorf("writing %s: %w", name, err)
 		}
 	}
-	host := "HOST"
+	host := hostOf(s.cfg.GRPCAddress)
 	fmt.Fprintf(out, `
 Sealcache created the org "default" and its first keys. They are shown once.
 
@@ -167,8 +167,21 @@ or with: sealcache admin keys create --role writer --label ci --api_key ADMIN_KE
 
 `, boot.AdminSecret, boot.OperatorSecret,
 		filepath.Join(s.cfg.DataDir, InitialAdminKeyFile), filepath.Join(s.cfg.DataDir, InitialOperatorKeyFile),
-		host, portOf(s.cfg.GRPCAddress), boot.AdminSecret, host, portOf(s.cfg.HTTPAddress))
+		host, portOf(s.cfg.GRPCAddress), boot.AdminSecret, hostOf(s.cfg.HTTPAddress), portOf(s.cfg.HTTPAddress))
 	return nil
+}
+
+// hostOf is the host clients should use for a listen address: the address
+// itself when it names one, else this machine's name.
+func hostOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err == nil && host != "" && host != "0.0.0.0" && host != "::" {
+		return host
+	}
+	if name, err := os.Hostname(); err == nil && name != "" {
+		return name
+	}
+	return "HOST"
 }
 
 func portOf(addr string) string {
