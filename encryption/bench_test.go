@@ -9,26 +9,15 @@ import (
 	"testing"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/verify"
 )
-
-// verifyingStore stands in for the plain path's digest-verifying wrapper,
-// so plain and sealed Puts both hash the data.
-type verifyingStore struct{ cas.BlobStore }
-
-func (s verifyingStore) Put(ctx context.Context, k cas.Key, r io.Reader) error {
-	v, err := newVerifyingReader(r, k.Digest)
-	if err != nil {
-		return err
-	}
-	return s.BlobStore.Put(ctx, k, v)
-}
 
 // benchEnv is newEnv for benchmarks: one org with CMEK on ("sealed"), one
 // without ("plain").
 func benchEnv(b *testing.B) (cas.BlobStore, *memStore) {
 	e := newEnv(b)
 	e.enable("sealed", customerURI)
-	return NewStore(verifyingStore{e.mem}, e.mem, e.keys), e.mem
+	return NewStore(verify.New(e.mem, nil), e.mem, e.keys), e.mem
 }
 
 type benchBlob struct {

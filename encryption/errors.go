@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sealcache/sealcache/cas/verify"
 	"github.com/sealcache/sealcache/encryption/stream"
 )
 
@@ -12,8 +13,9 @@ import (
 var ErrCorrupt = stream.ErrCorrupt
 
 // ErrDigestMismatch is wrapped by Put errors when the bytes received do not
-// hash to the blob's digest; nothing is stored.
-var ErrDigestMismatch = errors.New("blob does not match its digest")
+// hash to the blob's digest; nothing is stored. Sealed uploads are checked by
+// the same reader as plain ones, so it is verify's error.
+var ErrDigestMismatch = verify.ErrDigestMismatch
 
 // ErrBadPartition is wrapped when a key's partition has no org id segment.
 var ErrBadPartition = errors.New("partition does not start with an org id")

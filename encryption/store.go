@@ -2,15 +2,14 @@ package encryption
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"time"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/verify"
 	"github.com/sealcache/sealcache/encryption/stream"
 )
 
@@ -114,7 +113,7 @@ func (s *Store) Put(ctx context.Context, key cas.Key, r io.Reader) error {
 		return s.plain.Put(ctx, key, r)
 	}
 	if key.Kind == cas.KindCAS {
-		if r, err = newVerifyingReader(r, key.Digest); err != nil {
+		if r, err = verify.NewReader(r, key.Digest); err != nil {
 			return err
 		}
 	}
@@ -194,48 +193,4 @@ func (s *Store) Delete(ctx context.Context, key cas.Key) error {
 		return s.plain.Delete(ctx, key)
 	}
 	return s.sealed.Delete(ctx, sealedKey(key, ok.KeyID))
-}
-
-// verifyingReader passes bytes through while hashing them; instead of
-// io.EOF it returns an error wrapping ErrDigestMismatch if the bytes do not
-// match the digest. It fails as soon as the size is exceeded.
-type verifyingReader struct {
-	r    io.Reader
-	h    hash.Hash
-	n    int64
-	want cas.Digest
-	err  error
-}
-
-func newVerifyingReader(r io.Reader, want cas.Digest) (*verifyingReader, error) {
-	h, err := cas.NewHasher(want.Function)
-	if err != nil {
-		return nil, err
-	}
-	return &verifyingReader{r: r, h: h, want: want}, nil
-}
-
-func (v *verifyingReader) Read(p []byte) (int, error) {
-	if v.err != nil {
-		return 0, v.err
-	}
-	n, err := v.r.Read(p)
-	v.h.Write(p[:n])
-	v.n += int64(n)
-	unknownSize := v.want.Size == cas.SizeUnknown
-	if !unknownSize && v.n > v.want.Size {
-		v.err = fmt.Errorf("%w: expected %s, got more than %d bytes", ErrDigestMismatch, v.want, v.want.Size)
-		return 0, v.err
-	}
-	if err == io.EOF {
-		got := cas.Digest{Function: v.want.Function, Hash: hex.EncodeToString(v.h.Sum(nil)), Size: v.n}
-		if unknownSize {
-			got.Size = cas.SizeUnknown // named by hash alone (HTTP cache protocol)
-		}
-		if got != v.want {
-			v.err = fmt.Errorf("%w: expected %s, got %s", ErrDigestMismatch, v.want, got)
-			return n, v.err
-		}
-	}
-	return n, err
 }

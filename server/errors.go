@@ -33,7 +33,7 @@ func storeCode(err error) codes.Code {
 		return codes.Unavailable
 	case errors.Is(err, cas.ErrNotFound):
 		return codes.NotFound
-	case errors.Is(err, verify.ErrDigestMismatch), errors.Is(err, encryption.ErrDigestMismatch):
+	case errors.Is(err, verify.ErrDigestMismatch): // plain and sealed uploads alike
 		return codes.InvalidArgument
 	case errors.Is(err, verify.ErrCorrupt), errors.Is(err, encryption.ErrCorrupt):
 		// The object was removed when the corruption was found; to the

@@ -91,11 +91,10 @@ func (s *Store) Put(ctx context.Context, key cas.Key, r io.Reader) error {
 	if key.Kind != cas.KindCAS {
 		return s.inner.Put(ctx, key, r)
 	}
-	h, err := cas.NewHasher(key.Digest.Function)
+	vr, err := newUploadReader(r, key.Digest)
 	if err != nil {
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
-	vr := &uploadReader{r: r, h: h, want: key.Digest}
 	err = s.inner.Put(ctx, key, vr)
 	if vr.mismatch != nil {
 		return vr.mismatch // whatever the inner store made of it
@@ -126,6 +125,23 @@ type uploadReader struct {
 	n        int64
 	checked  bool // reached EOF and matched
 	mismatch *MismatchError
+}
+
+func newUploadReader(r io.Reader, want cas.Digest) (*uploadReader, error) {
+	h, err := cas.NewHasher(want.Function)
+	if err != nil {
+		return nil, err
+	}
+	return &uploadReader{r: r, h: h, want: want}, nil
+}
+
+// NewReader returns r checked against want, for wrappers that store the
+// bytes in another form (sealed) and so cannot rely on Put: it passes the
+// bytes through while hashing them, fails at the first byte past want.Size,
+// and returns a *MismatchError (wrapping ErrDigestMismatch) instead of
+// io.EOF when they do not match.
+func NewReader(r io.Reader, want cas.Digest) (io.Reader, error) {
+	return newUploadReader(r, want)
 }
 
 func (u *uploadReader) Read(p []byte) (int, error) {
