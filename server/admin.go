@@ -24,9 +24,8 @@ func (s *Server) registerAdmin(mux *http.ServeMux, grpcAddr net.Addr, tls bool) 
 		KeyRecords:    s.orgs,
 		DeleteOrgData: s.deleteOrgData,
 		OrgStats: func(ctx context.Context, orgID string) (int64, uint64, uint64) {
-			stored, _ := s.orgStoredBytes(ctx, orgID)
 			hits, misses := s.metrics.OrgLookups(orgID)
-			return stored, hits, misses
+			return s.disk.OrgUsage(orgID), hits, misses
 		},
 		Providers:          []string{kms.ProviderGCP, kms.ProviderAWS, kms.ProviderLocal},
 		OperatorPrincipals: s.operatorPrincipals(),

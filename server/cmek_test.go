@@ -77,7 +77,7 @@ func TestCMEKLifecycleThroughTheCache(t *testing.T) {
 		t.Fatalf("plain data after enabling CMEK: want NOT_FOUND, got %v", err)
 	}
 	// New writes are sealed: they read back, and the marker is in no new file.
-	env.s.backend.DeletePartition(ctx, org) // drop the plain copy so the disk check below means something
+	env.s.disk.DeletePartition(ctx, org) // drop the plain copy so the disk check below means something
 	if _, err := writeBlob(ctx, env.bs(), "", d, blob); err != nil {
 		t.Fatal(err)
 	}

@@ -84,13 +84,8 @@ func (s *Server) missingOutputs(ctx context.Context, fn cas.DigestFunction, r *r
 			keys = append(keys, s.casKey(ctx, digest))
 		}
 	}
-	for _, f := range r.OutputFiles {
-		add(f.Digest)
-	}
-	add(r.StdoutDigest)
-	add(r.StderrDigest)
-	for _, d := range r.OutputDirectories {
-		add(d.TreeDigest)
+	for _, d := range outputDigests(r) {
+		add(d)
 	}
 	missing, err := s.store.FindMissing(ctx, keys)
 	if err != nil {
@@ -134,6 +129,24 @@ func (s *Server) missingOutputs(ctx context.Context, fn cas.DigestFunction, r *r
 		}
 	}
 	return nil, nil
+}
+
+// outputDigests lists the blobs an ActionResult names directly (not the files inside output
+// directory Trees); both cache protocols check these for completeness.
+func outputDigests(r *repb.ActionResult) []*repb.Digest {
+	var ds []*repb.Digest
+	for _, f := range r.OutputFiles {
+		ds = append(ds, f.Digest)
+	}
+	for _, d := range r.OutputDirectories {
+		ds = append(ds, d.TreeDigest)
+	}
+	for _, d := range []*repb.Digest{r.StdoutDigest, r.StderrDigest} {
+		if d != nil {
+			ds = append(ds, d)
+		}
+	}
+	return ds
 }
 
 // inline fills stdout_raw, stderr_raw and contents of output files when the

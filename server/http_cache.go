@@ -190,23 +190,6 @@ func (h *httpCache) getActionResult(w http.ResponseWriter, r *http.Request, ctx 
 	return http.StatusOK
 }
 
-// outputDigests lists the blobs an ActionResult names directly.
-func outputDigests(r *repb.ActionResult) []*repb.Digest {
-	var ds []*repb.Digest
-	for _, f := range r.OutputFiles {
-		ds = append(ds, f.Digest)
-	}
-	for _, d := range r.OutputDirectories {
-		ds = append(ds, d.TreeDigest)
-	}
-	for _, d := range []*repb.Digest{r.StdoutDigest, r.StderrDigest} {
-		if d != nil {
-			ds = append(ds, d)
-		}
-	}
-	return ds
-}
-
 // httpError writes a status error as text with the matching HTTP status.
 func httpError(w http.ResponseWriter, err error) int {
 	st := status.Convert(err)

@@ -27,6 +27,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/disk"
 	"github.com/sealcache/sealcache/orgs"
 )
 
@@ -34,9 +35,8 @@ import (
 type Server struct {
 	cfg          Config
 	log          *slog.Logger
-	store        cas.BlobStore      // the composed store every request goes through
-	backend      cas.PartitionStore // whole-org operations (delete org, shred check)
-	raw          cas.BlobStore      // the disk store itself, below every wrapper
+	store        cas.BlobStore // the composed store every request goes through
+	disk         *disk.Store   // the backend below every wrapper: whole-org work, usage figures
 	orgs         *orgs.Store
 	auth         *orgs.Authenticator
 	defaultOrgID string

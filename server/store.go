@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strings"
 
@@ -16,7 +15,6 @@ import (
 
 // cmek holds the CMEK parts of a running server.
 type cmek struct {
-	opener  *kms.Opener
 	keys    *encryption.KeyProvider
 	manager *encryption.Manager
 }
@@ -37,8 +35,7 @@ func (s *Server) openStore(ctx context.Context) error {
 		st := d.Stats()
 		return st.UsedBytes, st.Objects, st.Evictions
 	}))
-	s.backend = d
-	s.raw = d
+	s.disk = d
 
 	c, err := s.openCMEK(ctx)
 	if err != nil {
@@ -93,7 +90,7 @@ func (s *Server) openCMEK(ctx context.Context) (*cmek, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &cmek{opener: opener, keys: keys, manager: manager}, nil
+	return &cmek{keys: keys, manager: manager}, nil
 }
 
 // operatorPrincipals are the identities customers grant on their keys.
@@ -112,32 +109,18 @@ func (s *Server) startBackground(ctx context.Context) {
 	go s.cmek.manager.RunRewrapLoop(ctx, s.cfg.KeyRewrapInterval)
 }
 
-// orgStoredBytes adds up what an org has on disk, plain and sealed: from
-// the backend's own accounting when it keeps one, else by walking.
-func (s *Server) orgStoredBytes(ctx context.Context, orgID string) (int64, error) {
-	if u, ok := s.backend.(interface{ OrgUsage(string) int64 }); ok {
-		return u.OrgUsage(orgID), nil
-	}
-	var total int64
-	err := s.backend.WalkPartition(ctx, orgID, func(o cas.StoredObject) error {
-		total += o.Size
-		return nil
-	})
-	return total, err
-}
-
 // deleteOrgData removes every stored object of an org, plain and sealed.
 func (s *Server) deleteOrgData(ctx context.Context, orgID string) error {
 	if orgID == "" || strings.Contains(orgID, "/") {
 		return fmt.Errorf("refusing to delete the data of org id %q", orgID)
 	}
-	_, err := s.backend.DeletePartition(ctx, orgID)
+	_, err := s.disk.DeletePartition(ctx, orgID)
 	return err
 }
 
 // ShredCheck tries to open every stored object of an org.
 func (s *Server) ShredCheck(ctx context.Context, orgID string) (encryption.ShredReport, error) {
-	return encryption.ShredCheck(ctx, s.backend, s.raw, s.cmek.keys, url.PathEscape(orgID))
+	return encryption.ShredCheck(ctx, s.disk, s.disk, s.cmek.keys, orgID)
 }
 
 // cmekControl is the encryption lifecycle as the admin API sees it: the
@@ -169,7 +152,7 @@ func (c cmekControl) Enable(ctx context.Context, orgID, actorKeyID, customerKeyU
 // partition (written while CMEK was off), leaving sealed partitions alone.
 func (s *Server) deletePlainObjects(ctx context.Context, orgID string) (n int, bytes int64, err error) {
 	var plain []cas.StoredObject
-	err = s.backend.WalkPartition(ctx, orgID, func(o cas.StoredObject) error {
+	err = s.disk.WalkPartition(ctx, orgID, func(o cas.StoredObject) error {
 		if o.Key.Partition == orgID {
 			plain = append(plain, o)
 		}
@@ -179,7 +162,7 @@ func (s *Server) deletePlainObjects(ctx context.Context, orgID string) (n int, b
 		return 0, 0, err
 	}
 	for _, o := range plain {
-		if err := s.raw.Delete(ctx, o.Key); err != nil {
+		if err := s.disk.Delete(ctx, o.Key); err != nil {
 			return n, bytes, err
 		}
 		n++
