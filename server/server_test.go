@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/server/credentials"
 )
 
 // testEnv is a real server on 127.0.0.1 with a fresh data dir, and clients
@@ -88,22 +89,11 @@ func startServerWith(t testing.TB, cfg Config) *testEnv {
 	return env
 }
 
-// apiKey adds x-api-key to every call, as Bazel's --remote_header does.
-type apiKey string
-
-func (k apiKey) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	if k == "" {
-		return nil, nil
-	}
-	return map[string]string{"x-api-key": string(k)}, nil
-}
-func (apiKey) RequireTransportSecurity() bool { return false }
-
 func (e *testEnv) dial(key string) *grpc.ClientConn {
 	e.t.Helper()
 	conn, err := grpc.NewClient(e.grpcAddr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(apiKey(key)),
+		grpc.WithPerRPCCredentials(credentials.PerRPC(key)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage), grpc.MaxCallSendMsgSize(maxGRPCMessage)))
 	if err != nil {
 		e.t.Fatal(err)

@@ -20,6 +20,8 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	apikeys "github.com/sealcache/sealcache/server/credentials"
 )
 
 // selfSignedCert writes a certificate for 127.0.0.1 and returns its pool.
@@ -58,7 +60,7 @@ func TestTLSOnBothPorts(t *testing.T) {
 
 	conn, err := grpc.NewClient(env.grpcAddr,
 		grpc.WithTransportCredentials(credentials.NewClientTLSFromCert(pool, "")),
-		grpc.WithPerRPCCredentials(apiKey(env.adminKey)))
+		grpc.WithPerRPCCredentials(apikeys.PerRPC(env.adminKey)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -160,12 +160,8 @@ func adminFail(stderr io.Writer, err error) int {
 func (c *adminCLI) flagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	server := os.Getenv("SEALCACHE_SERVER")
-	if server == "" {
-		server = "http://127.0.0.1:8080"
-	}
 	if c.server == "" {
-		c.server = server
+		c.server = envOr("SEALCACHE_SERVER", defaultServerURL)
 	}
 	if c.apiKey == "" {
 		c.apiKey = os.Getenv("SEALCACHE_API_KEY")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sealcache/sealcache/server"
 	"github.com/sealcache/sealcache/server/bench"
+	apikeys "github.com/sealcache/sealcache/server/credentials"
 )
 
 // runBench measures any REAPI server: sealcache bench --server grpc://127.0.0.1:1985.
@@ -39,7 +40,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if t, ok := strings.CutPrefix(*addr, "grpcs://"); ok {
 		target, creds = t, credentials.NewClientTLSFromCert(nil, "")
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(headerKey(*key)),
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(apikeys.PerRPC(*key)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
 	if err != nil {
 		fmt.Fprintf(stderr, "sealcache bench: %v\n", err)
@@ -54,15 +55,3 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fmt.Fprintln(stdout, report)
 	return 0
 }
-
-// headerKey sends an API key as x-api-key, like Bazel's --remote_header.
-type headerKey string
-
-func (k headerKey) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	if k == "" {
-		return nil, nil
-	}
-	return map[string]string{"x-api-key": string(k)}, nil
-}
-
-func (headerKey) RequireTransportSecurity() bool { return false }

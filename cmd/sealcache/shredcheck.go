@@ -22,7 +22,7 @@ import (
 func runShredCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sealcache shred-check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	serverURL := fs.String("server", envOr("SEALCACHE_SERVER", "http://127.0.0.1:8080"), "the server's HTTP address")
+	serverURL := fs.String("server", envOr("SEALCACHE_SERVER", defaultServerURL), "the server's HTTP address")
 	apiKey := fs.String("api_key", os.Getenv("SEALCACHE_API_KEY"), "the operator key (default $SEALCACHE_API_KEY)")
 	org := fs.String("org", "", "id of the org to check (sealcache admin orgs list)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -78,6 +78,10 @@ func runShredCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	return 0
 }
+
+// defaultServerURL is where the admin commands look for a server when
+// neither --server nor $SEALCACHE_SERVER says.
+const defaultServerURL = "http://127.0.0.1:8080"
 
 func envOr(name, fallback string) string {
 	if v := os.Getenv(name); v != "" {

@@ -7,6 +7,7 @@ package bench
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -193,9 +194,7 @@ func fill(rng *rand.Rand, b []byte) {
 // the client spends its CPU on sending rather than on making data.
 func randomStream(seed uint64, n int64) io.Reader {
 	var key [32]byte
-	for i := range 8 {
-		key[i] = byte(seed >> (8 * i))
-	}
+	binary.LittleEndian.PutUint64(key[:], seed)
 	block := make([]byte, 1<<20)
 	rand.NewChaCha8(key).Read(block)
 	return io.LimitReader(&stampedBlocks{block: block}, n)
@@ -209,9 +208,7 @@ type stampedBlocks struct {
 
 func (s *stampedBlocks) Read(p []byte) (int, error) {
 	if s.off == 0 {
-		for i := range 8 {
-			s.block[i] = byte(s.index >> (8 * i))
-		}
+		binary.LittleEndian.PutUint64(s.block, s.index)
 	}
 	n := copy(p, s.block[s.off:])
 	s.off += n

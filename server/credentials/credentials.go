@@ -3,6 +3,7 @@
 package credentials
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
@@ -49,3 +50,17 @@ func bearer(header string) (string, bool) {
 	}
 	return "", false
 }
+
+// PerRPC sends key as x-api-key on every call of a gRPC client, as Bazel's
+// --remote_header=x-api-key=KEY does; an empty key sends nothing. It works
+// over plaintext connections too, like Bazel's grpc://.
+type PerRPC string
+
+func (k PerRPC) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	if k == "" {
+		return nil, nil
+	}
+	return map[string]string{HeaderAPIKey: string(k)}, nil
+}
+
+func (PerRPC) RequireTransportSecurity() bool { return false }
