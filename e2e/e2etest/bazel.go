@@ -3,7 +3,6 @@ package e2etest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -122,14 +121,7 @@ func (b *Bazel) Run(command string, args ...string) *Result {
 	err := cmd.Run()
 
 	r := newResult(argv, strings.Join(append([]string{command}, args...), " "), stdout.String(), stderr.String())
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr):
-		r.ExitCode = exitErr.ExitCode()
-	default:
-		b.t.Fatalf("running bazel %s: %v", r.Command(), err)
-	}
+	r.ExitCode = exitCode(b.t, err, "bazel "+r.Command())
 	if ctx.Err() != nil {
 		b.t.Fatalf("bazel %s did not finish within %v:\n%s", r.Command(), b.timeout(), r.RedactedOutput())
 	}

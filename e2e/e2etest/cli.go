@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"testing"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -45,14 +46,7 @@ func (s *Server) CLI(apiKey string, args ...string) *CLIResult {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	r := &CLIResult{Args: args, Stdout: stdout.String(), Stderr: stderr.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr):
-		r.ExitCode = exitErr.ExitCode()
-	default:
-		s.t.Fatalf("running %s: %v", r.Command(), err)
-	}
+	r.ExitCode = exitCode(s.t, err, r.Command())
 	if ctx.Err() != nil {
 		s.t.Fatalf("%s did not finish within %v:\n%s", r.Command(), cliTimeout, redact(r.Output(), apiKey))
 	}
@@ -77,4 +71,18 @@ func (s *Server) Admin(apiKey string, answer proto.Message, args ...string) {
 		// The answer may carry a secret: do not print it.
 		s.t.Fatalf("%s printed something that is not a %T in JSON: %v", r.Command(), answer, err)
 	}
+}
+
+// exitCode is the exit status of a command that ran; a command that could
+// not run at all fails the test.
+func exitCode(t testing.TB, err error, command string) int {
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exitErr):
+		return exitErr.ExitCode()
+	}
+	t.Fatalf("running %s: %v", command, err)
+	return -1
 }
