@@ -58,8 +58,7 @@ func TestShredCheckEndpointIsForTheOperatorOnly(t *testing.T) {
 	if code, _ := env.httpDo("GET", "/v1/shred-check?org_id="+env.defaultOrg(), env.adminKey, nil); code != http.StatusForbidden {
 		t.Errorf("org admin: %d, want 403", code)
 	}
-	operatorKey := strings.TrimSpace(string(must(osReadFile(env.dataDir, InitialOperatorKeyFile))))
-	code, body := env.httpDo("GET", "/v1/shred-check?org_id="+env.defaultOrg(), operatorKey, nil)
+	code, body := env.httpDo("GET", "/v1/shred-check?org_id="+env.defaultOrg(), env.operatorKey, nil)
 	if code != http.StatusOK || !strings.Contains(string(body), `"shredded":true`) {
 		t.Errorf("operator: %d %s", code, body)
 	}

@@ -59,7 +59,10 @@ func TestIsolationMatrix(t *testing.T) {
 	ctx := context.Background()
 	a := newTenant(t, env, "default")
 	b := newTenant(t, env, "beta")
-	operatorKey := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(env.dataDir, InitialOperatorKeyFile)))))
+	operatorKey := env.operatorKey
+	if operatorKey == "" {
+		t.Fatal("no initial operator key")
+	}
 
 	// Org A stores a blob, a directory and an action result.
 	blob := []byte("org A's secret artifact")
@@ -287,7 +290,10 @@ func TestFirstStartPrintsKeysOnceAndNeverLogsThem(t *testing.T) {
 	cfg.GRPCAddress = "127.0.0.1:1985"
 	first := startServerWith(t, cfg)
 	adminKey := first.adminKey
-	operatorKey := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(dir, InitialOperatorKeyFile)))))
+	operatorKey := first.operatorKey
+	if adminKey == "" || operatorKey == "" {
+		t.Fatal("the first start must write both initial key files")
+	}
 	for _, name := range []string{InitialAdminKeyFile, InitialOperatorKeyFile} {
 		info, err := os.Stat(filepath.Join(dir, name))
 		if err != nil || info.Mode().Perm() != 0o600 {

@@ -26,16 +26,17 @@ import (
 // testEnv is a real server on 127.0.0.1 with a fresh data dir, and clients
 // that carry the initial admin key of org "default".
 type testEnv struct {
-	t        testing.TB
-	s        *Server
-	dataDir  string
-	grpcAddr string
-	httpURL  string
-	adminKey string
-	bootOut  *bytes.Buffer
-	logs     *syncBuffer
-	conn     *grpc.ClientConn
-	stop     func() // shuts the server down as SIGTERM does; idempotent
+	t           testing.TB
+	s           *Server
+	dataDir     string
+	grpcAddr    string
+	httpURL     string
+	adminKey    string
+	operatorKey string
+	bootOut     *bytes.Buffer
+	logs        *syncBuffer
+	conn        *grpc.ClientConn
+	stop        func() // shuts the server down as SIGTERM does; idempotent
 }
 
 func startServer(t testing.TB, configure ...func(*Config)) *testEnv {
@@ -82,9 +83,8 @@ func startServerWith(t testing.TB, cfg Config) *testEnv {
 		})
 	}
 	t.Cleanup(env.stop)
-	if data, err := os.ReadFile(filepath.Join(cfg.DataDir, InitialAdminKeyFile)); err == nil {
-		env.adminKey = strings.TrimSpace(string(data))
-	}
+	env.adminKey = initialKey(cfg.DataDir, InitialAdminKeyFile)
+	env.operatorKey = initialKey(cfg.DataDir, InitialOperatorKeyFile)
 	env.conn = env.dial(env.adminKey)
 	return env
 }
@@ -210,4 +210,8 @@ func (b *syncBuffer) String() string {
 
 func (e *testEnv) defaultOrg() string { return e.s.defaultOrgID }
 
-func osReadFile(dir, name string) ([]byte, error) { return os.ReadFile(filepath.Join(dir, name)) }
+// initialKey reads a key the first start wrote into the data dir ("" if none).
+func initialKey(dataDir, name string) string {
+	data, _ := os.ReadFile(filepath.Join(dataDir, name))
+	return strings.TrimSpace(string(data))
+}
