@@ -1,0 +1,246 @@
+// Package pgtest starts a real PostgreSQL server (Debian's postgresql
+// package) for tests, on 127.0.0.1 with a data directory of its own.
+//
+// One server is shared by the whole test binary and started on first use;
+// every NewDatabase call gets a fresh, empty database on it, dropped when
+// the test ends. A test that must stop or kill the server itself starts a
+// private one with Start. Servers die with the test binary (parent-death
+// signal), so none outlives a crashed run.
+//
+// When PostgreSQL is not installed the tests are skipped with a message,
+// except under CI=true, where they fail: `make test` installs it.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// startTimeout bounds how long the server may take to accept connections:
+// a safety net for a hung start, not synchronisation.
+const startTimeout = 60 * time.Second
+
+// Server is a running PostgreSQL server.
+type Server struct {
+	Port    int
+	dataDir string
+	cmd     *exec.Cmd
+	log     *os.File
+	exited  chan struct{}
+	dbs     atomic.Int64
+}
+
+var (
+	shared     *Server
+	sharedErr  error
+	sharedOnce sync.Once
+)
+
+// NewDatabase returns the URL of a fresh, empty database on the shared
+// server, dropped when t ends.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	sharedOnce.Do(func() { shared, sharedErr = start() })
+	if sharedErr != nil {
+		unavailable(t, sharedErr)
+	}
+	return shared.NewDatabase(t)
+}
+
+// Start starts a private server for t, stopped when t ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s, err := start()
+	if err != nil {
+		unavailable(t, err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func unavailable(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" || !errors.Is(err, errNotInstalled) {
+		t.Fatalf("PostgreSQL for tests: %v", err)
+	}
+	t.Skipf("PostgreSQL for tests: %v (run `make test`, which installs it)", err)
+}
+
+var errNotInstalled = errors.New("PostgreSQL is not installed: apt-get install postgresql")
+
+// URL is a connection URL for database db on s.
+func (s *Server) URL(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+}
+
+// NewDatabase creates a fresh, empty database on s, dropped when t ends.
+func (s *Server) NewDatabase(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("test_%d_%d", os.Getpid(), s.dbs.Add(1))
+	if err := s.exec(context.Background(), "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("creating test database: %v", err)
+	}
+	t.Cleanup(func() {
+		// FORCE ends sessions a test left open, such as LISTEN connections.
+		if err := s.exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Logf("dropping test database %s: %v", name, err)
+		}
+	})
+	return s.URL(name)
+}
+
+func (s *Server) exec(ctx context.Context, sql string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// Stop kills the server at once (as a crash would) and removes its files.
+func (s *Server) Stop() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown
+		select {
+		case <-s.exited:
+		case <-time.After(30 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.exited
+		}
+	}
+	s.log.Close()
+	os.RemoveAll(s.dataDir)
+}
+
+// binDir finds Debian's PostgreSQL binaries, newest version first.
+func binDir() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("postgres"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", errNotInstalled
+}
+
+// start runs initdb and the server. PostgreSQL refuses to run as root, so
+// as root both run as the postgres user, in a directory it owns.
+func start() (*Server, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("running as root needs the postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	dir, err := os.MkdirTemp("", "sealcache-pg-*")
+	if err != nil {
+		return nil, err
+	}
+	dataDir, sockDir := filepath.Join(dir, "data"), filepath.Join(dir, "sock")
+	for _, d := range []string{dataDir, sockDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if cred != nil {
+		for _, d := range []string{dir, dataDir, sockDir} {
+			if err := os.Chown(d, int(cred.Uid), int(cred.Gid)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", dataDir, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Port: port, dataDir: dir, log: logFile, exited: make(chan struct{})}
+	// Durability settings are off: test data need not survive a machine crash.
+	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", dataDir, "-p", strconv.Itoa(port), "-k", sockDir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off", "-c", "max_connections=300")
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
+	if err := s.cmd.Start(); err != nil {
+		logFile.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("starting postgres: %w", err)
+	}
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	if err := s.waitReady(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// waitReady polls until the server accepts a query, it exits, or the
+// start timeout passes.
+func (s *Server) waitReady() error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := s.exec(context.Background(), "SELECT 1")
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			log, _ := os.ReadFile(s.log.Name())
+			return fmt.Errorf("postgres exited during start: %s", strings.TrimSpace(string(log)))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postgres did not accept connections within %v: %v", startTimeout, err)
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
