@@ -9,15 +9,16 @@ import (
 	"testing"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/memory"
 	"github.com/sealcache/sealcache/cas/verify"
 )
 
 // benchEnv is newEnv for benchmarks: one org with CMEK on ("sealed"), one
 // without ("plain").
-func benchEnv(b *testing.B) (cas.BlobStore, *memStore) {
+func benchEnv(b *testing.B) (cas.BlobStore, *memory.Store) {
 	e := newEnv(b)
 	e.enable("sealed", customerURI)
-	return NewStore(verify.New(e.mem, nil), e.mem, e.keys), e.mem
+	return NewSealingStore(verify.New(e.mem, nil), e.mem, e.keys, nil), e.mem
 }
 
 type benchBlob struct {
@@ -57,7 +58,7 @@ func BenchmarkStore(b *testing.B) {
 				b.SetBytes(int64(total))
 				for b.Loop() {
 					for _, bl := range blobs {
-						if err := store.Put(ctx, bl.key[org], bytes.NewReader(bl.data)); err != nil {
+						if err := store.Put(ctx, bl.key[org], int64(len(bl.data)), bytes.NewReader(bl.data)); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -67,14 +68,14 @@ func BenchmarkStore(b *testing.B) {
 				store, _ := benchEnv(b)
 				ctx := context.Background()
 				for _, bl := range blobs {
-					if err := store.Put(ctx, bl.key[org], bytes.NewReader(bl.data)); err != nil {
+					if err := store.Put(ctx, bl.key[org], int64(len(bl.data)), bytes.NewReader(bl.data)); err != nil {
 						b.Fatal(err)
 					}
 				}
 				b.SetBytes(int64(total))
 				for b.Loop() {
 					for _, bl := range blobs {
-						rc, err := store.Get(ctx, bl.key[org], 0)
+						rc, _, err := store.Get(ctx, bl.key[org], 0)
 						if err != nil {
 							b.Fatal(err)
 						}

@@ -8,44 +8,41 @@ import (
 	"github.com/sealcache/sealcache/cas"
 )
 
-// orgOf returns the org id: the first segment of the partition.
-func orgOf(partition string) (string, error) {
-	org, _, _ := strings.Cut(partition, "/")
-	if org == "" {
-		return "", fmt.Errorf("%w: %q", ErrBadPartition, partition)
+// checkOrgPartition: keys that reach the sealing store name an org's own
+// partition, one segment; the store adds the key-id segment.
+func checkOrgPartition(p cas.Partition) error {
+	if !cas.ValidSegment(string(p)) {
+		return fmt.Errorf("%w: %q", ErrBadPartition, p)
 	}
-	return org, nil
+	return nil
 }
 
 // keySegmentPrefix starts the partition segment that holds a key id.
 const keySegmentPrefix = "k"
 
-// sealedPartition puts the key-id segment right after the org id:
-// "acme" -> "acme/kKEYID", "acme/x" -> "acme/kKEYID/x". So one
-// DeletePartition("acme/kKEYID") removes everything sealed under that key,
-// and plain data of the org ("acme/...") never meets sealed data.
-func sealedPartition(partition, keyID string) string {
-	org, rest, found := strings.Cut(partition, "/")
-	p := org + "/" + keySegmentPrefix + keyID
-	if found {
-		p += "/" + rest
-	}
-	return p
+// SealedPartition is where an org's data sealed under keyID lives:
+// "acme" -> "acme/kKEYID". So one DeletePartition of it removes everything
+// sealed under that key, and plain data of the org (partition "acme"
+// itself) never meets sealed data.
+func SealedPartition(orgID, keyID string) cas.Partition {
+	return cas.Partition(orgID).Child(keySegmentPrefix + keyID)
 }
 
 // keyIDOfPartition returns the key id of a sealed partition, or "" for a
 // plain one.
-func keyIDOfPartition(partition string) string {
-	_, rest, _ := strings.Cut(partition, "/")
-	seg, _, _ := strings.Cut(rest, "/")
-	if id, ok := strings.CutPrefix(seg, keySegmentPrefix); ok && isKeyID(id) {
+func keyIDOfPartition(p cas.Partition) string {
+	segs := p.Segments()
+	if len(segs) < 2 {
+		return ""
+	}
+	if id, ok := strings.CutPrefix(segs[1], keySegmentPrefix); ok && isKeyID(id) {
 		return id
 	}
 	return ""
 }
 
 func sealedKey(k cas.Key, keyID string) cas.Key {
-	k.Partition = sealedPartition(k.Partition, keyID)
+	k.Partition = SealedPartition(k.Partition.Org(), keyID)
 	return k
 }
 

@@ -1,12 +1,10 @@
 package encryption
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +15,8 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/fence"
+	"github.com/sealcache/sealcache/cas/memory"
 	"github.com/sealcache/sealcache/encryption/kms"
 )
 
@@ -275,114 +275,6 @@ func (a *fakeAuditor) find(org, action string) (string, bool) {
 	return "", false
 }
 
-// memStore is an in-memory cas.BlobStore and cas.PartitionStore.
-type memStore struct {
-	mu      sync.Mutex
-	objects map[cas.Key][]byte
-}
-
-func newMemStore() *memStore { return &memStore{objects: map[cas.Key][]byte{}} }
-
-func (m *memStore) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objects[key]
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", key, cas.ErrNotFound)
-	}
-	if offset < 0 || offset > int64(len(b)) {
-		return nil, fmt.Errorf("offset %d outside %s", offset, key)
-	}
-	return io.NopCloser(bytes.NewReader(b[offset:])), nil
-}
-
-func (m *memStore) Put(ctx context.Context, key cas.Key, r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.objects[key] = b
-	return nil
-}
-
-func (m *memStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []cas.Key
-	for _, k := range keys {
-		if _, ok := m.objects[k]; !ok {
-			out = append(out, k)
-		}
-	}
-	return out, nil
-}
-
-func (m *memStore) Delete(ctx context.Context, key cas.Key) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.objects, key)
-	return nil
-}
-
-func under(p, partition string) bool { return p == partition || strings.HasPrefix(p, partition+"/") }
-
-func (m *memStore) WalkPartition(ctx context.Context, partition string, fn func(cas.StoredObject) error) error {
-	m.mu.Lock()
-	var objs []cas.StoredObject
-	for k, b := range m.objects {
-		if under(k.Partition, partition) {
-			objs = append(objs, cas.StoredObject{Key: k, Size: int64(len(b))})
-		}
-	}
-	m.mu.Unlock()
-	for _, o := range objs {
-		if err := fn(o); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *memStore) DeletePartition(ctx context.Context, partition string) (int64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var freed int64
-	for k, b := range m.objects {
-		if under(k.Partition, partition) {
-			freed += int64(len(b))
-			delete(m.objects, k)
-		}
-	}
-	return freed, nil
-}
-
-// raw returns the stored bytes of key, or nil.
-func (m *memStore) raw(key cas.Key) []byte {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.objects[key]
-}
-
-func (m *memStore) set(key cas.Key, b []byte) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.objects[key] = b
-}
-
-func (m *memStore) keysUnder(partition string) []cas.Key {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []cas.Key
-	for k := range m.objects {
-		if under(k.Partition, partition) {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
 // env is one node's CMEK stack over fakes: KMS, records, auditor, clock,
 // provider, manager and one in-memory backend shared by plain and sealed.
 type env struct {
@@ -393,8 +285,9 @@ type env struct {
 	clock   *fakeClock
 	keys    *KeyProvider
 	manager *Manager
-	mem     *memStore
-	store   cas.BlobStore
+	mem     *memory.Store
+	fence   *fence.Fencer
+	store   cas.BlobStore // fence over the sealing store over mem
 }
 
 const (
@@ -411,7 +304,7 @@ func newEnv(t testing.TB) *env {
 		records: newFakeRecords(),
 		auditor: newFakeAuditor(),
 		clock:   newFakeClock(),
-		mem:     newMemStore(),
+		mem:     memory.New(),
 	}
 	keys, err := NewKeyProvider(KeyProviderConfig{
 		Records: e.records, OpenKMS: e.kms.open, Auditor: e.auditor, Now: e.clock.Now,
@@ -421,8 +314,11 @@ func newEnv(t testing.TB) *env {
 	}
 	t.Cleanup(keys.Close)
 	e.keys = keys
+	e.fence = fence.New(NewSealingStore(e.mem, e.mem, keys, nil))
+	e.store = e.fence
 	e.manager, err = NewManager(ManagerConfig{
 		Records: e.records, OpenKMS: e.kms.open, Auditor: e.auditor, Keys: keys,
+		Objects: e.mem, Fence: e.fence,
 		OperatorKeyURI:     operatorURI,
 		OperatorPrincipals: map[string]string{"gcp-kms": "sealcache@proj.iam.gserviceaccount.com", "aws-kms": "arn:aws:iam::1:role/sealcache"},
 		Now:                e.clock.Now,
@@ -430,7 +326,6 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.store = NewStore(e.mem, e.mem, keys)
 	return e
 }
 

@@ -31,13 +31,3 @@ func providerOf(uri string) string {
 	scheme, _, _ := strings.Cut(uri, "://")
 	return scheme
 }
-
-// validSegment reports whether s can be a partition segment: [A-Za-z0-9_-]+.
-func validSegment(s string) bool {
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
-			return false
-		}
-	}
-	return s != ""
-}

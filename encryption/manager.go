@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/sealcache/sealcache/cas"
 	"github.com/sealcache/sealcache/encryption/kms"
 )
 
@@ -15,14 +16,26 @@ import (
 // a customer's rotated KMS key version is in use within a day.
 const DefaultRewrapInterval = 6 * time.Hour
 
-// ManagerConfig configures NewManager. Records, OpenKMS and OperatorKeyURI
-// are required.
+// Fencer runs a function while no upload of the org can publish, and makes
+// uploads of the org that started before it fail (cas/fence implements it).
+type Fencer interface {
+	Fence(ctx context.Context, orgID string, fn func(context.Context) error) error
+}
+
+// ManagerConfig configures NewManager. Records, OpenKMS, OperatorKeyURI,
+// Objects and Fence are required.
 type ManagerConfig struct {
 	Records        KeyRecordStore
 	OpenKMS        OpenKMSFunc
 	Auditor        Auditor      // may be nil
 	Keys           *KeyProvider // this node's cache, invalidated on enable and disable; may be nil
 	OperatorKeyURI string       // the operator's KMS key, wrapping every org's operator half
+
+	// Objects is the storage backend, where an org's stored objects are
+	// deleted when its encryption state changes; Fence keeps uploads that
+	// were in flight from landing after such a delete.
+	Objects cas.PartitionStore
+	Fence   Fencer
 
 	// OperatorPrincipals names the identity this server uses at each KMS
 	// provider ("gcp-kms" -> "sealcache@proj.iam.gserviceaccount.com",
@@ -42,8 +55,8 @@ type Manager struct {
 
 // NewManager checks cfg and fills in defaults.
 func NewManager(cfg ManagerConfig) (*Manager, error) {
-	if cfg.Records == nil || cfg.OpenKMS == nil || cfg.OperatorKeyURI == "" {
-		return nil, errors.New("encryption: ManagerConfig needs Records, OpenKMS and OperatorKeyURI")
+	if cfg.Records == nil || cfg.OpenKMS == nil || cfg.OperatorKeyURI == "" || cfg.Objects == nil || cfg.Fence == nil {
+		return nil, errors.New("encryption: ManagerConfig needs Records, OpenKMS, OperatorKeyURI, Objects and Fence")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -77,9 +90,13 @@ func (e *EnableError) Unwrap() error { return e.Err }
 // halves themselves); on any failure nothing changes, the attempt is
 // audited as "cmek_enable_failed" and an *EnableError is returned.
 // Enabling again with the URI already in use returns the current record.
+//
+// Once the new key is in place, every object the org stored before is
+// deleted, fenced against uploads still in flight: no plaintext of the org
+// stays on storage, and none can come back if CMEK is disabled later.
 func (m *Manager) Enable(ctx context.Context, orgID, actorKeyID, customerKeyURI string) (KeyRecord, error) {
-	if !validSegment(orgID) {
-		return KeyRecord{}, fmt.Errorf("org id %q is not a valid partition segment", orgID)
+	if _, err := cas.OrgPartition(orgID); err != nil {
+		return KeyRecord{}, err
 	}
 	if customerKeyURI == m.cfg.OperatorKeyURI {
 		// Both halves under one key would make the operator alone able to
@@ -109,7 +126,29 @@ func (m *Manager) Enable(ctx context.Context, orgID, actorKeyID, customerKeyURI 
 	}
 	m.recordSuccess(ctx, orgID)
 	audit(ctx, m.cfg.Auditor, orgID, actorKeyID, "cmek_enabled", fmt.Sprintf("key_id=%s uri=%s", rec.KeyID, customerKeyURI))
+	if err := m.deleteObjects(ctx, orgID, actorKeyID, "data stored before enabling"); err != nil {
+		return rec, err
+	}
 	return rec, nil
+}
+
+// deleteObjects deletes every stored object of the org, plain and sealed,
+// while no upload of the org can publish, and audits how much went. It
+// outlives the request: a client hanging up must not leave data behind.
+func (m *Manager) deleteObjects(ctx context.Context, orgID, actorKeyID, what string) error {
+	ctx = context.WithoutCancel(ctx)
+	var freed int64
+	err := m.cfg.Fence.Fence(ctx, orgID, func(ctx context.Context) error {
+		var err error
+		freed, err = m.cfg.Objects.DeletePartition(ctx, cas.Partition(orgID))
+		return err
+	})
+	if err != nil {
+		audit(ctx, m.cfg.Auditor, orgID, "system", "data_delete_failed", fmt.Sprintf("%s: %v", what, err))
+		return fmt.Errorf("deleting the stored objects of org %s (%s): %w; run the operation again to finish it", orgID, what, err)
+	}
+	audit(ctx, m.cfg.Auditor, orgID, actorKeyID, "data_deleted", fmt.Sprintf("%s: bytes=%d", what, freed))
+	return nil
 }
 
 // newKeyRecord draws both halves, checks each KMS key with a round trip of
@@ -168,16 +207,37 @@ func (m *Manager) roundTrip(ctx context.Context, orgID, which, uri string, key [
 }
 
 // Disable deletes the org's key records (its sealed data is then
-// crypto-shredded) and wipes this node's cached key at once; other nodes
-// stop within the record TTL.
+// crypto-shredded), wipes this node's cached key at once (other nodes stop
+// within the record TTL), then deletes the sealed objects themselves, so
+// the ciphertext does not wait for eviction either.
 func (m *Manager) Disable(ctx context.Context, orgID, actorKeyID string) error {
+	if err := m.shredKeys(ctx, orgID); err != nil {
+		return err
+	}
+	audit(ctx, m.cfg.Auditor, orgID, actorKeyID, "cmek_disabled", "key records deleted")
+	return m.deleteObjects(ctx, orgID, actorKeyID, "data sealed under the deleted key")
+}
+
+// EraseOrg deletes everything stored for an org that is being deleted: its
+// key records first (the shred), then every object. The org's other
+// records are the caller's to delete.
+func (m *Manager) EraseOrg(ctx context.Context, orgID, actorKeyID string) error {
+	if _, err := cas.OrgPartition(orgID); err != nil {
+		return err
+	}
+	if err := m.shredKeys(ctx, orgID); err != nil {
+		return err
+	}
+	return m.deleteObjects(ctx, orgID, actorKeyID, "org deleted")
+}
+
+func (m *Manager) shredKeys(ctx context.Context, orgID string) error {
 	if err := m.cfg.Records.DisableKeys(ctx, orgID); err != nil {
 		return fmt.Errorf("deleting the key records of org %s: %w", orgID, err)
 	}
 	if m.cfg.Keys != nil {
 		m.cfg.Keys.Invalidate(orgID)
 	}
-	audit(ctx, m.cfg.Auditor, orgID, actorKeyID, "cmek_disabled", "key records deleted")
 	return nil
 }
 

@@ -30,7 +30,7 @@ func (r *patternReader) Read(p []byte) (int, error) {
 // drainStore reads every Put to the end and keeps nothing.
 type drainStore struct{ cas.BlobStore }
 
-func (drainStore) Put(ctx context.Context, k cas.Key, r io.Reader) error {
+func (drainStore) Put(ctx context.Context, k cas.Key, size int64, r io.Reader) error {
 	_, err := io.Copy(io.Discard, r)
 	return err
 }
@@ -43,12 +43,12 @@ func TestSealedPutMemoryDoesNotGrowWithBlobSize(t *testing.T) {
 	io.Copy(h, &patternReader{n: size})
 	k := cas.Key{Partition: "acme", Kind: cas.KindCAS,
 		Digest: cas.Digest{Function: repb.DigestFunction_SHA256, Hash: hex.EncodeToString(h.Sum(nil)), Size: size}}
-	store := NewStore(e.mem, drainStore{e.mem}, e.keys)
+	store := NewSealingStore(e.mem, drainStore{e.mem}, e.keys, nil)
 
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	if err := store.Put(context.Background(), k, &patternReader{n: size}); err != nil {
+	if err := store.Put(context.Background(), k, size, &patternReader{n: size}); err != nil {
 		t.Fatal(err)
 	}
 	runtime.ReadMemStats(&after)

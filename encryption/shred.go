@@ -48,8 +48,9 @@ func (r ShredReport) Shredded() bool {
 // so every chunk is authenticated. backend is the storage backend and
 // sealed the BlobStore sealed objects are read from (usually the same).
 func ShredCheck(ctx context.Context, backend cas.PartitionStore, sealed cas.BlobStore, keys *KeyProvider, orgID string) (ShredReport, error) {
-	if !validSegment(orgID) {
-		return ShredReport{}, fmt.Errorf("org id %q is not a valid partition segment", orgID)
+	partition, err := cas.OrgPartition(orgID)
+	if err != nil {
+		return ShredReport{}, err
 	}
 	rep := ShredReport{OrgID: orgID, ByKeyID: map[string]*KeyIDReport{}}
 	current, err := keys.Current(ctx, orgID)
@@ -61,7 +62,7 @@ func ShredCheck(ctx context.Context, backend cas.PartitionStore, sealed cas.Blob
 		rep.KeyError = err.Error()
 		current.KeyID = kerr.KeyID // its objects count as active, though unopenable now
 	}
-	err = backend.WalkPartition(ctx, orgID, func(obj cas.StoredObject) error {
+	err = backend.WalkPartition(ctx, partition, func(obj cas.StoredObject) error {
 		rep.Objects++
 		keyID := keyIDOfPartition(obj.Key.Partition)
 		if keyID == "" {
@@ -97,8 +98,8 @@ func ShredCheck(ctx context.Context, backend cas.PartitionStore, sealed cas.Blob
 // opensWith reads the sealed object stored at key and reports whether it
 // authenticates under ok. The object's own key id goes into the associated
 // data, so the attempt is real even when it differs from ok's.
-func opensWith(ctx context.Context, sealed cas.BlobStore, key cas.Key, keyID string, ok OrgKey) (bool, error) {
-	rc, err := sealed.Get(ctx, key, 0)
+func opensWith(ctx context.Context, sealed cas.BlobStore, key cas.Key, keyID string, orgKey OrgKey) (bool, error) {
+	rc, _, err := sealed.Get(ctx, key, 0)
 	if errors.Is(err, cas.ErrNotFound) {
 		return false, nil // evicted while walking
 	}
@@ -106,7 +107,7 @@ func opensWith(ctx context.Context, sealed cas.BlobStore, key cas.Key, keyID str
 		return false, err
 	}
 	defer rc.Close()
-	_, err = io.Copy(io.Discard, stream.NewReader(rc, ok.aead, keyID, binding(ok.OrgID, key), stream.Start{}))
+	_, err = io.Copy(io.Discard, stream.NewReader(rc, orgKey.aead, keyID, binding(orgKey.OrgID, key), stream.Start{}))
 	switch {
 	case err == nil:
 		return true, nil

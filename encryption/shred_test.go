@@ -3,6 +3,8 @@ package encryption
 import (
 	"context"
 	"testing"
+
+	"github.com/sealcache/sealcache/cas"
 )
 
 func TestShredCheck(t *testing.T) {
@@ -24,14 +26,22 @@ func TestShredCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Objects != 6 || rep.Plain != 2 || rep.Sealed != 4 || rep.Opened != 4 || !rep.Shredded() {
+	// Enabling deleted the two plain objects.
+	if rep.Objects != 4 || rep.Plain != 0 || rep.Sealed != 4 || rep.Opened != 4 || !rep.Shredded() {
 		t.Fatalf("while enabled: %+v", rep)
 	}
 	if k := rep.ByKeyID[first.KeyID]; k == nil || !k.Active || k.Opened != 4 {
 		t.Fatalf("per key id: %+v", rep.ByKeyID)
 	}
 
-	// Disable: every sealed object must now fail to open.
+	// A copy of the sealed objects made while enabled (as a backup of the
+	// data directory would be) ...
+	sealedCopy := map[cas.Key][]byte{}
+	for _, k := range e.mem.Keys(SealedPartition("acme", first.KeyID)) {
+		sealedCopy[k] = e.mem.Raw(k)
+	}
+
+	// ... Disable deletes the key records and the sealed objects.
 	if err := e.manager.Disable(ctx, "acme", "admin-key"); err != nil {
 		t.Fatal(err)
 	}
@@ -39,20 +49,26 @@ func TestShredCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Sealed != 4 || rep.Opened != 0 || !rep.Shredded() || rep.ByKeyID[first.KeyID].Active {
-		t.Fatalf("after disable: %+v", rep)
+	if rep.Objects != 0 || !rep.Shredded() {
+		t.Fatalf("after disable: %+v; want no object left", rep)
 	}
 
-	// Enable again: a new key id; the new key cannot open the old objects.
+	// Restoring the copy brings back ciphertext no key opens.
+	for k, raw := range sealedCopy {
+		e.mem.Set(k, raw)
+	}
 	second := e.enable("acme", customerURI2)
+	for k, raw := range sealedCopy {
+		e.mem.Set(k, raw) // enabling deleted them again; restore once more
+	}
 	d := blob(999)
 	e.put(casKey("acme", d), d)
 	rep, err = ShredCheck(ctx, e.mem, e.mem, e.keys, "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Sealed != 5 || rep.Opened != 1 || rep.ByKeyID[second.KeyID].Opened != 1 || rep.ByKeyID[first.KeyID].Opened != 0 || !rep.Shredded() {
-		t.Fatalf("after re-enable: %+v", rep)
+	if rep.Sealed != 5 || rep.Opened != 1 || rep.ByKeyID[second.KeyID].Opened != 1 || rep.ByKeyID[first.KeyID].Opened != 0 || rep.ByKeyID[first.KeyID].Active || !rep.Shredded() {
+		t.Fatalf("restored copy after re-enable: %+v", rep)
 	}
 }
 

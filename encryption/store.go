@@ -13,67 +13,82 @@ import (
 	"github.com/sealcache/sealcache/encryption/stream"
 )
 
-// Store routes each call by the org's encryption state: CMEK off goes to
-// plain unchanged; CMEK on goes to sealed under the partition
-// "ORG/kKEYID[/rest]", sealing on Put and opening on Get. Data written
-// before CMEK was enabled, or under an earlier key id, is then a miss.
-type Store struct {
+// sealingStore routes each call by the org's encryption state: CMEK off
+// goes to plain unchanged; CMEK on goes to sealed under the partition
+// "ORG/kKEYID", sealing on Put and opening on Get. Data written before CMEK
+// was enabled, or under an earlier key id, is then a miss.
+type sealingStore struct {
 	plain  cas.BlobStore
 	sealed cas.BlobStore
 	keys   *KeyProvider
+	logger *slog.Logger
 }
 
-// NewStore returns the encrypting wrapper. plain and sealed may be the same
-// backend: sealed partitions never collide with plain ones. plain is
-// expected to verify CAS digests itself; sealed data is verified here,
-// because sealed bytes do not hash to the digest.
-func NewStore(plain, sealed cas.BlobStore, keys *KeyProvider) cas.BlobStore {
-	return &Store{plain: plain, sealed: sealed, keys: keys}
+// NewSealingStore returns the encrypting wrapper. Keys it is given name
+// org partitions ("ORG"); it adds the key-id segment itself. plain and
+// sealed may be the same backend: sealed partitions never collide with
+// plain ones. plain is expected to verify CAS digests itself; sealed data
+// is verified here, because sealed bytes do not hash to the digest.
+func NewSealingStore(plain, sealed cas.BlobStore, keys *KeyProvider, logger *slog.Logger) cas.BlobStore {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &sealingStore{plain: plain, sealed: sealed, keys: keys, logger: logger}
 }
 
 // route finds the org's key; a disabled org gets OrgKey{} and plain.
-func (s *Store) route(ctx context.Context, key cas.Key) (OrgKey, error) {
-	org, err := orgOf(key.Partition)
-	if err != nil {
+func (s *sealingStore) route(ctx context.Context, key cas.Key) (OrgKey, error) {
+	if err := checkOrgPartition(key.Partition); err != nil {
 		return OrgKey{}, err
 	}
-	return s.keys.Current(ctx, org)
+	return s.keys.Current(ctx, key.Partition.Org())
 }
 
-// Get opens the object from plaintext offset on. A sealed object that fails
-// to open yields an error wrapping ErrCorrupt (never its bad plaintext) and
-// is deleted, so the next request is a clean miss.
-func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, error) {
-	ok, err := s.route(ctx, key)
+// Get opens the object from plaintext offset on and returns its plaintext
+// size. A sealed object that fails to open yields an error wrapping
+// ErrCorrupt (never its bad plaintext) and is deleted, so the next request
+// is a clean miss.
+func (s *sealingStore) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
+	orgKey, err := s.route(ctx, key)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if !ok.Enabled() {
+	if !orgKey.Enabled() {
 		return s.plain.Get(ctx, key, offset)
 	}
-	if offset < 0 || key.Kind == cas.KindCAS && key.Digest.Size != cas.SizeUnknown && offset > key.Digest.Size {
-		return nil, fmt.Errorf("read offset %d is outside blob %s", offset, key.Digest)
-	}
-	sk := sealedKey(key, ok.KeyID)
-	start := stream.StartAt(ok.KeyID, offset)
-	rc, err := s.sealed.Get(ctx, sk, start.StoredOffset)
+	sk := sealedKey(key, orgKey.KeyID)
+	start := stream.StartAt(orgKey.KeyID, offset)
+	rc, stored, err := s.sealed.Get(ctx, sk, start.StoredOffset)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	size, err := stream.PlainSize(orgKey.KeyID, stored)
+	if err == nil && key.Kind == cas.KindCAS && key.Digest.Size != cas.SizeUnknown && size != key.Digest.Size {
+		err = fmt.Errorf("%w: %d stored bytes hold %d bytes, not the digest's %d", ErrCorrupt, stored, size, key.Digest.Size)
+	}
+	if err != nil {
+		rc.Close()
+		s.deleteCorrupt(ctx, sk, err)
+		return nil, 0, fmt.Errorf("sealed object %s was deleted: %w (%w)", sk, err, cas.ErrNotFound)
+	}
+	if offset < 0 || offset > size {
+		rc.Close()
+		return nil, 0, fmt.Errorf("read offset %d is outside %s (0 to %d)", offset, key, size)
 	}
 	return &openingReader{
-		Reader: stream.NewReader(rc, ok.aead, ok.KeyID, binding(ok.OrgID, key), start),
+		Reader: stream.NewReader(rc, orgKey.aead, orgKey.KeyID, binding(orgKey.OrgID, key), start),
 		rc:     rc,
 		ctx:    ctx,
-		store:  s.sealed,
+		store:  s,
 		key:    sk,
-	}, nil
+	}, size, nil
 }
 
 type openingReader struct {
 	*stream.Reader
 	rc      io.ReadCloser
 	ctx     context.Context
-	store   cas.BlobStore
+	store   *sealingStore
 	key     cas.Key
 	deleted bool
 }
@@ -83,49 +98,58 @@ func (r *openingReader) Read(p []byte) (int, error) {
 	if err != nil && errors.Is(err, ErrCorrupt) {
 		if !r.deleted {
 			r.deleted = true
-			r.deleteCorrupt()
+			r.store.deleteCorrupt(r.ctx, r.key, err)
 		}
 		err = fmt.Errorf("sealed object %s was deleted: %w", r.key, err)
 	}
 	return n, err
 }
 
-// deleteCorrupt removes the bad object even if the request is ending.
-func (r *openingReader) deleteCorrupt() {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 10*time.Second)
-	defer cancel()
-	if err := r.store.Delete(ctx, r.key); err != nil {
-		slog.Warn("encryption: deleting a corrupt sealed object failed", "key", r.key.String(), "err", err)
-	}
-}
-
 func (r *openingReader) Close() error { return r.rc.Close() }
+
+// deleteCorrupt removes a bad sealed object even if the request is ending.
+func (s *sealingStore) deleteCorrupt(ctx context.Context, key cas.Key, cause error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.sealed.Delete(ctx, key); err != nil {
+		s.logger.Error("corrupt sealed object could not be deleted; it stays unservable", "key", key.String(), "problem", cause.Error(), "delete_error", err.Error())
+		return
+	}
+	s.logger.Warn("deleted corrupt sealed object", "key", key.String(), "problem", cause.Error())
+}
 
 // Put stores r's bytes, sealed when the org has CMEK on. A CAS blob is
 // hashed while it streams; if it does not match its digest the sealed
 // stream ends in an error wrapping ErrDigestMismatch and nothing is stored.
-func (s *Store) Put(ctx context.Context, key cas.Key, r io.Reader) error {
-	ok, err := s.route(ctx, key)
+func (s *sealingStore) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) error {
+	orgKey, err := s.route(ctx, key)
 	if err != nil {
 		return err
 	}
-	if !ok.Enabled() {
-		return s.plain.Put(ctx, key, r)
+	if !orgKey.Enabled() {
+		return s.plain.Put(ctx, key, size, r)
 	}
 	if key.Kind == cas.KindCAS {
 		if r, err = verify.NewReader(r, key.Digest); err != nil {
 			return err
 		}
+		if size == cas.SizeUnknown {
+			size = key.Digest.Size
+		}
 	}
-	sr, err := stream.NewSealingReader(r, ok.aead, ok.KeyID, binding(ok.OrgID, key))
+	sr, err := stream.NewSealingReader(r, orgKey.aead, orgKey.KeyID, binding(orgKey.OrgID, key))
 	if err != nil {
 		return err
 	}
-	return s.sealed.Put(ctx, sealedKey(key, ok.KeyID), sr)
+	sealedSize := int64(cas.SizeUnknown)
+	if size != cas.SizeUnknown {
+		sealedSize = stream.SealedSize(orgKey.KeyID, size)
+	}
+	return s.sealed.Put(ctx, sealedKey(key, orgKey.KeyID), sealedSize, sr)
 }
 
 // FindMissing asks each backend once for the keys routed to it.
-func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
+func (s *sealingStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
 	type batch struct {
 		keys []cas.Key
 		orig []int
@@ -133,19 +157,20 @@ func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, err
 	var plain, sealed batch
 	orgKeys := map[string]OrgKey{}
 	for i, k := range keys {
-		org, err := orgOf(k.Partition)
-		if err != nil {
+		if err := checkOrgPartition(k.Partition); err != nil {
 			return nil, err
 		}
-		ok, seen := orgKeys[org]
+		org := k.Partition.Org()
+		orgKey, seen := orgKeys[org]
 		if !seen {
-			if ok, err = s.keys.Current(ctx, org); err != nil {
+			var err error
+			if orgKey, err = s.keys.Current(ctx, org); err != nil {
 				return nil, err
 			}
-			orgKeys[org] = ok
+			orgKeys[org] = orgKey
 		}
-		if ok.Enabled() {
-			sealed.keys = append(sealed.keys, sealedKey(k, ok.KeyID))
+		if orgKey.Enabled() {
+			sealed.keys = append(sealed.keys, sealedKey(k, orgKey.KeyID))
 			sealed.orig = append(sealed.orig, i)
 		} else {
 			plain.keys = append(plain.keys, k)
@@ -184,13 +209,13 @@ func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, err
 }
 
 // Delete removes the object from wherever the org's current state puts it.
-func (s *Store) Delete(ctx context.Context, key cas.Key) error {
-	ok, err := s.route(ctx, key)
+func (s *sealingStore) Delete(ctx context.Context, key cas.Key) error {
+	orgKey, err := s.route(ctx, key)
 	if err != nil {
 		return err
 	}
-	if !ok.Enabled() {
+	if !orgKey.Enabled() {
 		return s.plain.Delete(ctx, key)
 	}
-	return s.sealed.Delete(ctx, sealedKey(key, ok.KeyID))
+	return s.sealed.Delete(ctx, sealedKey(key, orgKey.KeyID))
 }

@@ -24,22 +24,22 @@ func blob(n int) []byte {
 }
 
 func casKey(org string, data []byte) cas.Key {
-	return cas.Key{Partition: org, Kind: cas.KindCAS, Digest: cas.DigestOf(repb.DigestFunction_SHA256, data)}
+	return cas.Key{Partition: cas.Partition(org), Kind: cas.KindCAS, Digest: cas.DigestOf(repb.DigestFunction_SHA256, data)}
 }
 
 func acKey(org, instance string, action []byte) cas.Key {
-	return cas.Key{Partition: org, Kind: cas.KindAC, Instance: instance, Digest: cas.DigestOf(repb.DigestFunction_SHA256, action)}
+	return cas.Key{Partition: cas.Partition(org), Kind: cas.KindAC, Instance: instance, Digest: cas.DigestOf(repb.DigestFunction_SHA256, action)}
 }
 
 func (e *env) put(k cas.Key, data []byte) {
 	e.t.Helper()
-	if err := e.store.Put(context.Background(), k, bytes.NewReader(data)); err != nil {
+	if err := e.store.Put(context.Background(), k, int64(len(data)), bytes.NewReader(data)); err != nil {
 		e.t.Fatalf("Put %s: %v", k, err)
 	}
 }
 
 func (e *env) get(k cas.Key, offset int64) ([]byte, error) {
-	rc, err := e.store.Get(context.Background(), k, offset)
+	rc, _, err := e.store.Get(context.Background(), k, offset)
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func TestCMEKOffGoesToPlainUnchanged(t *testing.T) {
 	data := blob(1000)
 	k := casKey("acme", data)
 	e.put(k, data)
-	if !bytes.Equal(e.mem.raw(k), data) {
+	if !bytes.Equal(e.mem.Raw(k), data) {
 		t.Fatal("CMEK off: the object was not stored as is under its own key")
 	}
 	if got, err := e.get(k, 10); err != nil || !bytes.Equal(got, data[10:]) {
@@ -67,8 +67,8 @@ func TestSealedRoundTripAndOffsetReads(t *testing.T) {
 	k := casKey("acme", data)
 	e.put(k, data)
 
-	stored := e.mem.raw(sealedKey(k, rec.KeyID))
-	if stored == nil || e.mem.raw(k) != nil {
+	stored := e.mem.Raw(sealedKey(k, rec.KeyID))
+	if stored == nil || e.mem.Raw(k) != nil {
 		t.Fatalf("sealed object not under partition acme/k%s", rec.KeyID)
 	}
 	if int64(len(stored)) != stream.SealedSize(rec.KeyID, int64(len(data))) {
@@ -129,14 +129,14 @@ func TestSealedPutVerifiesTheDigest(t *testing.T) {
 		"short":        data[:len(data)-1],
 		"long":         append(append([]byte{}, data...), 0),
 	} {
-		err := e.store.Put(context.Background(), k, bytes.NewReader(body))
+		err := e.store.Put(context.Background(), k, cas.SizeUnknown, bytes.NewReader(body))
 		if !errors.Is(err, ErrDigestMismatch) {
 			t.Fatalf("%s: err %v, want ErrDigestMismatch", name, err)
 		}
 		if !strings.Contains(err.Error(), k.Digest.String()) {
 			t.Errorf("%s: message %q does not name the expected digest", name, err)
 		}
-		if got := e.mem.keysUnder("acme/k" + rec.KeyID); len(got) != 0 {
+		if got := e.mem.Keys(SealedPartition("acme", rec.KeyID)); len(got) != 0 {
 			t.Fatalf("%s: something was stored: %v", name, got)
 		}
 	}
@@ -149,9 +149,9 @@ func TestCorruptSealedObjectFailsAndIsDeleted(t *testing.T) {
 	k := casKey("acme", data)
 	e.put(k, data)
 	sk := sealedKey(k, rec.KeyID)
-	bad := bytes.Clone(e.mem.raw(sk))
+	bad := bytes.Clone(e.mem.Raw(sk))
 	bad[len(bad)-20] ^= 0x80 // in the last chunk
-	e.mem.set(sk, bad)
+	e.mem.Set(sk, bad)
 
 	got, err := e.get(k, 0)
 	if !errors.Is(err, ErrCorrupt) || errors.Is(err, cas.ErrNotFound) {
@@ -160,7 +160,7 @@ func TestCorruptSealedObjectFailsAndIsDeleted(t *testing.T) {
 	if len(got) > 2*stream.ChunkSize {
 		t.Fatalf("returned %d bytes: plaintext of the bad chunk leaked", len(got))
 	}
-	if e.mem.raw(sk) != nil {
+	if e.mem.Raw(sk) != nil {
 		t.Fatal("the corrupt object was not deleted")
 	}
 	if _, err := e.get(k, 0); !errors.Is(err, cas.ErrNotFound) {
@@ -172,7 +172,7 @@ func TestCorruptSealedObjectFailsAndIsDeleted(t *testing.T) {
 // checks that reading it there fails.
 func (e *env) mustNotOpenWhenMoved(what string, from, to cas.Key, keyFrom, keyTo string) {
 	e.t.Helper()
-	e.mem.set(sealedKey(to, keyTo), bytes.Clone(e.mem.raw(sealedKey(from, keyFrom))))
+	e.mem.Set(sealedKey(to, keyTo), bytes.Clone(e.mem.Raw(sealedKey(from, keyFrom))))
 	if _, err := e.get(to, 0); !errors.Is(err, ErrCorrupt) {
 		e.t.Fatalf("%s: err %v, want ErrCorrupt", what, err)
 	}
@@ -209,8 +209,8 @@ func TestKeyTroubleIsNeverAMiss(t *testing.T) {
 	cw.setFail(cw.kmsError(kms.KindDisabled, "unwrap", errors.New("key version disabled")))
 	ctx := context.Background()
 	k := casKey("acme", []byte("x"))
-	_, getErr := e.store.Get(ctx, k, 0)
-	putErr := e.store.Put(ctx, k, strings.NewReader("x"))
+	_, _, getErr := e.store.Get(ctx, k, 0)
+	putErr := e.store.Put(ctx, k, 1, strings.NewReader("x"))
 	_, fmErr := e.store.FindMissing(ctx, []cas.Key{k})
 	delErr := e.store.Delete(ctx, k)
 	for name, err := range map[string]error{"Get": getErr, "Put": putErr, "FindMissing": fmErr, "Delete": delErr} {
@@ -259,23 +259,23 @@ func TestFindMissingAcrossOrgsKeepsInputOrder(t *testing.T) {
 
 func TestPartitionWithoutOrgIsRejected(t *testing.T) {
 	e := newEnv(t)
-	if err := e.store.Put(context.Background(), cas.Key{Kind: cas.KindCAS}, strings.NewReader("")); !errors.Is(err, ErrBadPartition) {
+	if err := e.store.Put(context.Background(), cas.Key{Kind: cas.KindCAS}, 0, strings.NewReader("")); !errors.Is(err, ErrBadPartition) {
 		t.Fatalf("err %v, want ErrBadPartition", err)
 	}
 }
 
 func TestSealedPartitionLayout(t *testing.T) {
-	if got := sealedPartition("acme", "abc"); got != "acme/kabc" {
-		t.Errorf("sealedPartition(acme) = %q", got)
-	}
-	if got := sealedPartition("acme/team", "abc"); got != "acme/kabc/team" {
-		t.Errorf("sealedPartition(acme/team) = %q", got)
+	if got := SealedPartition("acme", "abc"); got != "acme/kabc" {
+		t.Errorf("SealedPartition(acme) = %q", got)
 	}
 	id := newKeyID()
-	if got := keyIDOfPartition(sealedPartition("acme/x", id)); got != id {
+	if got := keyIDOfPartition(SealedPartition("acme", id)); got != id {
 		t.Errorf("keyIDOfPartition = %q, want %q", got, id)
 	}
 	if got := keyIDOfPartition("acme/kitchen"); got != "" {
 		t.Errorf("keyIDOfPartition(acme/kitchen) = %q, want plain", got)
+	}
+	if err := newEnv(t).store.Put(context.Background(), cas.Key{Partition: "acme/team", Kind: cas.KindCAS}, 0, strings.NewReader("")); !errors.Is(err, ErrBadPartition) {
+		t.Errorf("a key below an org partition = %v; want ErrBadPartition: the sealing store adds the key segment itself", err)
 	}
 }

@@ -89,7 +89,7 @@ func validateLabel(label string) error {
 // it with its secret. The secret is shown only here: the store keeps its
 // SHA-256. Operator keys are created with orgID ""; every other role needs
 // an existing org.
-func (s *Store) CreateAPIKey(ctx context.Context, orgID string, role Role, label string) (APIKey, string, error) {
+func (s *DB) CreateAPIKey(ctx context.Context, orgID string, role Role, label string) (APIKey, string, error) {
 	var key APIKey
 	var secret string
 	err := s.inTx(ctx, func(r runner) error {
@@ -103,7 +103,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, orgID string, role Role, label
 	return key, secret, nil
 }
 
-func (s *Store) createAPIKey(ctx context.Context, r runner, orgID string, role Role, label string) (APIKey, string, error) {
+func (s *DB) createAPIKey(ctx context.Context, r runner, orgID string, role Role, label string) (APIKey, string, error) {
 	if _, err := ParseRole(string(role)); err != nil {
 		return APIKey{}, "", err
 	}
@@ -152,7 +152,7 @@ func scanAPIKey(row interface{ Scan(...any) error }, extra ...any) (APIKey, erro
 
 // GetAPIKey returns the key record with the given id, or ErrNotFound.
 // Callers that act for an org must check the OrgID of the result.
-func (s *Store) GetAPIKey(ctx context.Context, keyID string) (APIKey, error) {
+func (s *DB) GetAPIKey(ctx context.Context, keyID string) (APIKey, error) {
 	k, err := scanAPIKey(s.run().queryRow(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`, keyID))
 	if err != nil {
 		return APIKey{}, notFound(err, fmt.Sprintf("API key %q", keyID))
@@ -162,7 +162,7 @@ func (s *Store) GetAPIKey(ctx context.Context, keyID string) (APIKey, error) {
 
 // apiKeyWithHash returns the record and the stored SHA-256 of its secret,
 // for Authenticator only.
-func (s *Store) apiKeyWithHash(ctx context.Context, keyID string) (APIKey, []byte, error) {
+func (s *DB) apiKeyWithHash(ctx context.Context, keyID string) (APIKey, []byte, error) {
 	var hash []byte
 	k, err := scanAPIKey(s.run().queryRow(ctx, `SELECT `+apiKeyColumns+`, secret_sha256 FROM api_keys WHERE id = ?`, keyID), &hash)
 	if err != nil {
@@ -173,7 +173,7 @@ func (s *Store) apiKeyWithHash(ctx context.Context, keyID string) (APIKey, []byt
 
 // ListAPIKeys returns the org's keys, oldest first; orgID "" lists the
 // operator keys. Secrets and hashes are never returned.
-func (s *Store) ListAPIKeys(ctx context.Context, orgID string) ([]APIKey, error) {
+func (s *DB) ListAPIKeys(ctx context.Context, orgID string) ([]APIKey, error) {
 	query, args := `SELECT `+apiKeyColumns+` FROM api_keys WHERE org_id = ? ORDER BY created, id`, []any{orgID}
 	if orgID == "" {
 		query, args = `SELECT `+apiKeyColumns+` FROM api_keys WHERE org_id IS NULL ORDER BY created, id`, nil
@@ -200,7 +200,7 @@ func (s *Store) ListAPIKeys(ctx context.Context, orgID string) ([]APIKey, error)
 // RevokeAPIKey deletes the key if it belongs to orgID ("" for operator
 // keys), else returns ErrNotFound. Authenticators built on this store stop
 // accepting it at once; those of other processes within AuthCacheTTL.
-func (s *Store) RevokeAPIKey(ctx context.Context, orgID, keyID string) error {
+func (s *DB) RevokeAPIKey(ctx context.Context, orgID, keyID string) error {
 	query, args := `DELETE FROM api_keys WHERE id = ? AND org_id = ?`, []any{keyID, orgID}
 	if orgID == "" {
 		query, args = `DELETE FROM api_keys WHERE id = ? AND org_id IS NULL`, []any{keyID}
@@ -215,7 +215,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, orgID, keyID string) error {
 
 // touchAPIKey records a use of the key. The condition keeps LastUsed
 // moving forward when several nodes write.
-func (s *Store) touchAPIKey(ctx context.Context, keyID string, at time.Time) error {
+func (s *DB) touchAPIKey(ctx context.Context, keyID string, at time.Time) error {
 	_, err := s.run().exec(ctx, `UPDATE api_keys SET last_used = ? WHERE id = ? AND last_used < ?`, toNanos(at), keyID, toNanos(at))
 	return err
 }

@@ -27,7 +27,7 @@ const (
 
 // Audit appends an event to the org's audit log (orgID "" for operator
 // events). It implements encryption.Auditor.
-func (s *Store) Audit(ctx context.Context, orgID, actorKeyID, action, details string) error {
+func (s *DB) Audit(ctx context.Context, orgID, actorKeyID, action, details string) error {
 	if action == "" {
 		return fmt.Errorf("%w: audit event needs an action", ErrInvalidArgument)
 	}
@@ -43,7 +43,7 @@ func (s *Store) Audit(ctx context.Context, orgID, actorKeyID, action, details st
 // pageSize <= 0 means DefaultAuditPageSize; larger than MaxAuditPageSize is
 // capped. Pass "" as pageToken for the first page and the returned
 // nextPageToken for the next; nextPageToken is "" on the last page.
-func (s *Store) ListAuditEvents(ctx context.Context, orgID string, pageSize int, pageToken string) ([]AuditEvent, string, error) {
+func (s *DB) ListAuditEvents(ctx context.Context, orgID string, pageSize int, pageToken string) ([]AuditEvent, string, error) {
 	if pageSize <= 0 {
 		pageSize = DefaultAuditPageSize
 	}

@@ -41,7 +41,7 @@ type AuthConfig struct {
 // stream of requests with the same key makes no database query, and
 // LastUsed is written in the background at most once per LastUsedInterval.
 type Authenticator struct {
-	store *Store
+	store *DB
 	cfg   AuthConfig
 	cache *ristretto.Cache[string, *authEntry]
 
@@ -75,7 +75,7 @@ type touch struct {
 
 // NewAuthenticator builds an Authenticator on store and starts its
 // LastUsed writer. Close it before closing the store.
-func NewAuthenticator(store *Store, cfg AuthConfig) (*Authenticator, error) {
+func NewAuthenticator(store *DB, cfg AuthConfig) (*Authenticator, error) {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = AuthCacheTTL
 	}
@@ -219,7 +219,7 @@ func (a *Authenticator) Close() {
 
 // invalidateAuthCaches tells this process's Authenticators that a key or
 // org went away.
-func (s *Store) invalidateAuthCaches() {
+func (s *DB) invalidateAuthCaches() {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
 	for a := range s.authenticators {

@@ -101,7 +101,7 @@ func TestRevokedKeyStopsAtOnceHereAndWithinTTLElsewhere(t *testing.T) {
 	clock := newFakeClock()
 	here := newTestAuthenticator(t, s, AuthConfig{Now: clock.Now})
 
-	// "Another node": its own Store and Authenticator on the same database.
+	// "Another node": its own DB and Authenticator on the same database.
 	s2, err := OpenSQLite(path)
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ type BootstrapResult struct {
 // it creates the org "default", an admin key for it and an operator key, in
 // one transaction, and returns their secrets. On any other store it changes
 // nothing and returns Created false.
-func (s *Store) Bootstrap(ctx context.Context) (BootstrapResult, error) {
+func (s *DB) Bootstrap(ctx context.Context) (BootstrapResult, error) {
 	var res BootstrapResult
 	err := s.inTx(ctx, func(r runner) error {
 		var orgs, keys int

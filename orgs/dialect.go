@@ -13,7 +13,7 @@ import (
 // placeholders and plain SQL; migrations use {{TOKENS}} for column types.
 // Adding PostgreSQL means adding a dialect value (placeholders $1..$n,
 // BYTEA, identity columns, unique_violation 23505) and an Open function;
-// callers of Store do not change.
+// callers of DB do not change.
 type dialect struct {
 	name string
 	// schemaTokens replaces {{NAME}} in migration statements.

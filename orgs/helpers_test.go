@@ -11,7 +11,7 @@ import (
 )
 
 // openTestStore opens a fresh SQLite store in a temporary directory.
-func openTestStore(t testing.TB) (*Store, string) {
+func openTestStore(t testing.TB) (*DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "meta.db")
 	s, err := OpenSQLite(path)
@@ -22,7 +22,7 @@ func openTestStore(t testing.TB) (*Store, string) {
 	return s, path
 }
 
-func mustCreateOrg(t testing.TB, s *Store, name string) Org {
+func mustCreateOrg(t testing.TB, s *DB, name string) Org {
 	t.Helper()
 	o, err := s.CreateOrg(context.Background(), name)
 	if err != nil {
@@ -31,7 +31,7 @@ func mustCreateOrg(t testing.TB, s *Store, name string) Org {
 	return o
 }
 
-func mustCreateKey(t testing.TB, s *Store, orgID string, role Role) (APIKey, string) {
+func mustCreateKey(t testing.TB, s *DB, orgID string, role Role) (APIKey, string) {
 	t.Helper()
 	k, secret, err := s.CreateAPIKey(context.Background(), orgID, role, "test "+string(role))
 	if err != nil {
@@ -44,7 +44,7 @@ func mustCreateKey(t testing.TB, s *Store, orgID string, role Role) (APIKey, str
 // store's query hook.
 type queryCounter struct{ n atomic.Int64 }
 
-func countQueries(s *Store, contains string) *queryCounter {
+func countQueries(s *DB, contains string) *queryCounter {
 	c := &queryCounter{}
 	s.setQueryHook(func(q string) {
 		if strings.Contains(q, contains) {
@@ -76,7 +76,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func newTestAuthenticator(t testing.TB, s *Store, cfg AuthConfig) *Authenticator {
+func newTestAuthenticator(t testing.TB, s *DB, cfg AuthConfig) *Authenticator {
 	t.Helper()
 	a, err := NewAuthenticator(s, cfg)
 	if err != nil {

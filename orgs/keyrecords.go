@@ -13,8 +13,8 @@ import (
 // The CMEK key records: only wrapped key halves are stored (see
 // encryption.KeyRecord). Each method below is one transaction.
 
-var _ encryption.KeyRecordStore = (*Store)(nil)
-var _ encryption.Auditor = (*Store)(nil)
+var _ encryption.KeyRecordStore = (*DB)(nil)
+var _ encryption.Auditor = (*DB)(nil)
 
 const keyRecordColumns = `key_id, org_id, customer_key_uri, wrapped_customer_key, operator_key_uri, wrapped_operator_key, created, last_rewrapped`
 
@@ -32,7 +32,7 @@ func scanKeyRecord(row interface{ Scan(...any) error }) (encryption.KeyRecord, e
 
 // CurrentKey returns the org's active key record, or
 // encryption.ErrNoKeyRecord when CMEK is off (or the org does not exist).
-func (s *Store) CurrentKey(ctx context.Context, orgID string) (encryption.KeyRecord, error) {
+func (s *DB) CurrentKey(ctx context.Context, orgID string) (encryption.KeyRecord, error) {
 	rec, err := scanKeyRecord(s.run().queryRow(ctx,
 		`SELECT `+keyRecordColumns+` FROM key_records WHERE org_id = ? ORDER BY created DESC LIMIT 1`, orgID))
 	if err != nil {
@@ -69,7 +69,7 @@ func validateKeyRecord(rec encryption.KeyRecord) error {
 // encryption flag on, in one transaction. Earlier records of the org are
 // deleted (their data becomes unreadable). ErrNotFound if the org does not
 // exist; ErrAlreadyExists if rec.KeyID is used by another record.
-func (s *Store) EnableKey(ctx context.Context, rec encryption.KeyRecord) error {
+func (s *DB) EnableKey(ctx context.Context, rec encryption.KeyRecord) error {
 	if err := validateKeyRecord(rec); err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (s *Store) EnableKey(ctx context.Context, rec encryption.KeyRecord) error {
 // DisableKeys deletes every key record of the org and clears its
 // encryption flag, in one transaction. ErrNotFound if the org does not
 // exist.
-func (s *Store) DisableKeys(ctx context.Context, orgID string) error {
+func (s *DB) DisableKeys(ctx context.Context, orgID string) error {
 	err := s.inTx(ctx, func(r runner) error {
 		if _, err := r.exec(ctx, `DELETE FROM key_records WHERE org_id = ?`, orgID); err != nil {
 			return err
@@ -119,7 +119,7 @@ func (s *Store) DisableKeys(ctx context.Context, orgID string) error {
 }
 
 // ListKeyRecords returns every key record, for the re-wrap job.
-func (s *Store) ListKeyRecords(ctx context.Context) ([]encryption.KeyRecord, error) {
+func (s *DB) ListKeyRecords(ctx context.Context) ([]encryption.KeyRecord, error) {
 	rows, err := s.run().query(ctx, `SELECT `+keyRecordColumns+` FROM key_records ORDER BY org_id, key_id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing key records: %w", err)
@@ -142,7 +142,7 @@ func (s *Store) ListKeyRecords(ctx context.Context) ([]encryption.KeyRecord, err
 // UpdateWrappedKeys replaces both wrapped halves of a record after a
 // re-wrap. ErrNotFound if the record is gone (CMEK was disabled meanwhile:
 // the re-wrap result must then be dropped, not resurrected).
-func (s *Store) UpdateWrappedKeys(ctx context.Context, keyID string, wrappedCustomer, wrappedOperator []byte, at time.Time) error {
+func (s *DB) UpdateWrappedKeys(ctx context.Context, keyID string, wrappedCustomer, wrappedOperator []byte, at time.Time) error {
 	if len(wrappedCustomer) == 0 || len(wrappedOperator) == 0 {
 		return fmt.Errorf("%w: re-wrapped keys of %q are empty", ErrInvalidArgument, keyID)
 	}
@@ -157,7 +157,7 @@ func (s *Store) UpdateWrappedKeys(ctx context.Context, keyID string, wrappedCust
 // RecordKMSStatus stores the outcome of a KMS call for the org's key
 // health: a success sets LastSuccess; a failure sets LastFailure and its
 // message. ErrNotFound if the org does not exist.
-func (s *Store) RecordKMSStatus(ctx context.Context, orgID string, success bool, message string, at time.Time) error {
+func (s *DB) RecordKMSStatus(ctx context.Context, orgID string, success bool, message string, at time.Time) error {
 	query, args := `UPDATE orgs SET kms_last_success = ? WHERE id = ?`, []any{toNanos(at), orgID}
 	if !success {
 		query, args = `UPDATE orgs SET kms_last_failure = ?, kms_last_failure_message = ? WHERE id = ?`, []any{toNanos(at), message, orgID}
@@ -170,7 +170,7 @@ func (s *Store) RecordKMSStatus(ctx context.Context, orgID string, success bool,
 }
 
 // KMSStatus returns what RecordKMSStatus stored (zero times: never).
-func (s *Store) KMSStatus(ctx context.Context, orgID string) (encryption.KMSStatus, error) {
+func (s *DB) KMSStatus(ctx context.Context, orgID string) (encryption.KMSStatus, error) {
 	var st encryption.KMSStatus
 	var success, failure int64
 	err := s.run().queryRow(ctx, `SELECT kms_last_success, kms_last_failure, kms_last_failure_message FROM orgs WHERE id = ?`, orgID).

@@ -75,7 +75,7 @@ var migrations = []migration{
 // migrate brings the schema up to the last migration. It is safe to run
 // from several processes at once: each step checks, inside its own write
 // transaction, whether another process applied it first.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *DB) migrate(ctx context.Context) error {
 	_, err := s.run().exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version BIGINT PRIMARY KEY,
 		name    TEXT NOT NULL,

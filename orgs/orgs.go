@@ -57,11 +57,11 @@ func scanOrg(row interface{ Scan(...any) error }) (Org, error) {
 // CreateOrg creates an org with a new random id. The name must be valid
 // (see ValidateOrgName) and unused, else ErrInvalidArgument or
 // ErrAlreadyExists.
-func (s *Store) CreateOrg(ctx context.Context, name string) (Org, error) {
+func (s *DB) CreateOrg(ctx context.Context, name string) (Org, error) {
 	return s.createOrg(ctx, s.run(), name)
 }
 
-func (s *Store) createOrg(ctx context.Context, r runner, name string) (Org, error) {
+func (s *DB) createOrg(ctx context.Context, r runner, name string) (Org, error) {
 	if err := ValidateOrgName(name); err != nil {
 		return Org{}, err
 	}
@@ -77,7 +77,7 @@ func (s *Store) createOrg(ctx context.Context, r runner, name string) (Org, erro
 }
 
 // GetOrg returns the org with the given id, or ErrNotFound.
-func (s *Store) GetOrg(ctx context.Context, id string) (Org, error) {
+func (s *DB) GetOrg(ctx context.Context, id string) (Org, error) {
 	o, err := scanOrg(s.run().queryRow(ctx, `SELECT `+orgColumns+` FROM orgs WHERE id = ?`, id))
 	if err != nil {
 		return Org{}, notFound(err, fmt.Sprintf("org id %q", id))
@@ -86,7 +86,7 @@ func (s *Store) GetOrg(ctx context.Context, id string) (Org, error) {
 }
 
 // GetOrgByName returns the org with the given name, or ErrNotFound.
-func (s *Store) GetOrgByName(ctx context.Context, name string) (Org, error) {
+func (s *DB) GetOrgByName(ctx context.Context, name string) (Org, error) {
 	o, err := scanOrg(s.run().queryRow(ctx, `SELECT `+orgColumns+` FROM orgs WHERE name = ?`, name))
 	if err != nil {
 		return Org{}, notFound(err, fmt.Sprintf("org %q", name))
@@ -95,7 +95,7 @@ func (s *Store) GetOrgByName(ctx context.Context, name string) (Org, error) {
 }
 
 // ListOrgs returns every org, ordered by name.
-func (s *Store) ListOrgs(ctx context.Context) ([]Org, error) {
+func (s *DB) ListOrgs(ctx context.Context) ([]Org, error) {
 	rows, err := s.run().query(ctx, `SELECT `+orgColumns+` FROM orgs ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("listing orgs: %w", err)
@@ -120,7 +120,7 @@ func (s *Store) ListOrgs(ctx context.Context) ([]Org, error) {
 // events, in one transaction. Operator audit events (org id "") are kept,
 // so the deletion itself stays on record. Authenticators built on this
 // store forget the org's keys at once.
-func (s *Store) DeleteOrg(ctx context.Context, id string) error {
+func (s *DB) DeleteOrg(ctx context.Context, id string) error {
 	if id == "" {
 		// "" is the operator's pseudo-org; never match its audit events.
 		return fmt.Errorf("deleting org: empty org id: %w", ErrNotFound)

@@ -21,8 +21,9 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
-// Store is the metadata store. It is safe for concurrent use.
-type Store struct {
+// DB is the metadata store: orgs, API keys, the audit log and CMEK key
+// records. It is safe for concurrent use.
+type DB struct {
 	db      *sql.DB
 	dialect *dialect
 
@@ -47,7 +48,7 @@ const sqliteBusyTimeout = 5 * time.Second
 // The pool holds a single connection: every statement is serialized, which
 // rules out SQLITE_BUSY between our own goroutines. That is plenty, because
 // authentication is served from a cache and the rest is admin traffic.
-func OpenSQLite(path string) (*Store, error) {
+func OpenSQLite(path string) (*DB, error) {
 	if path == "" || strings.ContainsAny(path, "?#") || strings.HasPrefix(path, "file:") {
 		return nil, fmt.Errorf("%w: metadata database path %q: give a plain file path without '?', '#' or a file: prefix", ErrInvalidArgument, path)
 	}
@@ -68,7 +69,7 @@ func OpenSQLite(path string) (*Store, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 
-	s := &Store{db: db, dialect: sqliteDialect, authenticators: map[*Authenticator]struct{}{}}
+	s := &DB{db: db, dialect: sqliteDialect, authenticators: map[*Authenticator]struct{}{}}
 	ctx := context.Background()
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
@@ -83,10 +84,10 @@ func OpenSQLite(path string) (*Store, error) {
 
 // Close closes the database. Authenticators built on the store must be
 // closed first.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *DB) Close() error { return s.db.Close() }
 
 // setQueryHook installs f to see every statement (nil removes it).
-func (s *Store) setQueryHook(f func(query string)) {
+func (s *DB) setQueryHook(f func(query string)) {
 	if f == nil {
 		s.queryHook.Store(nil)
 		return
@@ -105,10 +106,10 @@ type queryer interface {
 // placeholders for the dialect and reports each statement to the hook.
 type runner struct {
 	q queryer
-	s *Store
+	s *DB
 }
 
-func (s *Store) run() runner { return runner{q: s.db, s: s} }
+func (s *DB) run() runner { return runner{q: s.db, s: s} }
 
 func (r runner) prepare(query string) string {
 	if hook := r.s.queryHook.Load(); hook != nil {
@@ -132,7 +133,7 @@ func (r runner) queryRow(ctx context.Context, query string, args ...any) *sql.Ro
 // inTx runs f in one transaction, committing if f returns nil. Inside f use
 // only the given runner: the pool has one connection, which the transaction
 // holds.
-func (s *Store) inTx(ctx context.Context, f func(r runner) error) error {
+func (s *DB) inTx(ctx context.Context, f func(r runner) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -12,7 +12,7 @@ func TestMigrationsApplyOnceAndReopenKeepsData(t *testing.T) {
 	s, path := openTestStore(t)
 	org := mustCreateOrg(t, s, "acme")
 
-	countRows := func(s *Store) int {
+	countRows := func(s *DB) int {
 		var n int
 		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil {
 			t.Fatal(err)

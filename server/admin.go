@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -18,15 +17,11 @@ import (
 func (s *Server) registerAdmin(mux *http.ServeMux, grpcAddr net.Addr, tls bool) {
 	_, grpcPort, _ := net.SplitHostPort(grpcAddr.String())
 	api, err := adminapi.New(adminapi.Deps{
-		Store:         s.orgs,
-		Auth:          s.auth,
-		Encryption:    cmekControl{Manager: s.cmek.manager, s: s},
-		KeyRecords:    s.orgs,
-		DeleteOrgData: s.deleteOrgData,
-		OrgStats: func(ctx context.Context, orgID string) (int64, uint64, uint64) {
-			hits, misses := s.metrics.OrgLookups(orgID)
-			return s.disk.OrgUsage(orgID), hits, misses
-		},
+		Metadata:           s.orgs,
+		Auth:               s.auth,
+		Encryption:         s.storage.manager,
+		KeyRecords:         s.orgs,
+		OrgStats:           s.orgStats,
 		Providers:          []string{kms.ProviderGCP, kms.ProviderAWS, kms.ProviderLocal},
 		OperatorPrincipals: s.operatorPrincipals(),
 		KeyCacheTTL:        s.cfg.KeyCacheTTL,

@@ -326,3 +326,27 @@ func TestFirstStartPrintsKeysOnceAndNeverLogsThem(t *testing.T) {
 		}
 	}
 }
+
+// Authorization denies by default: every method the gRPC server registers
+// has an explicit rule, and a method without one is refused for every key.
+func TestEveryRegisteredMethodHasAnAccessRule(t *testing.T) {
+	env := startServer(t)
+	g := env.s.newGRPCServer(nil)
+	registered := 0
+	for service, info := range g.GetServiceInfo() {
+		for _, m := range info.Methods {
+			registered++
+			full := "/" + service + "/" + m.Name
+			if _, ok := methodAccess[full]; !ok {
+				t.Errorf("%s is registered but has no rule in methodAccess", full)
+			}
+		}
+	}
+	if registered < len(methodAccess) {
+		t.Errorf("methodAccess lists %d methods but only %d are registered: remove rules of methods that are gone", len(methodAccess), registered)
+	}
+	_, err := env.s.grpcPrincipal(context.Background(), "/build.bazel.remote.execution.v2.Execution/Execute")
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a method without a rule: %v; want PERMISSION_DENIED", err)
+	}
+}

@@ -126,7 +126,7 @@ func BenchmarkSealedVsPlain(b *testing.B) {
 			if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "bench"); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := env.s.cmek.manager.Enable(context.Background(), env.defaultOrg(), "bench", "local-kms://bench"); err != nil {
+			if _, err := env.s.storage.manager.Enable(context.Background(), env.defaultOrg(), "bench", "local-kms://bench"); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -67,7 +67,7 @@ func TestCMEKLifecycleThroughTheCache(t *testing.T) {
 	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "customer-a"); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := env.s.cmek.manager.Enable(ctx, org, "test", "local-kms://customer-a")
+	rec, err := env.s.storage.manager.Enable(ctx, org, "test", "local-kms://customer-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,6 @@ func TestCMEKLifecycleThroughTheCache(t *testing.T) {
 		t.Fatalf("plain data after enabling CMEK: want NOT_FOUND, got %v", err)
 	}
 	// New writes are sealed: they read back, and the marker is in no new file.
-	env.s.disk.DeletePartition(ctx, org) // drop the plain copy so the disk check below means something
 	if _, err := writeBlob(ctx, env.bs(), "", d, blob); err != nil {
 		t.Fatal(err)
 	}
@@ -124,20 +123,23 @@ func TestCMEKLifecycleThroughTheCache(t *testing.T) {
 	}
 
 	// Disable CMEK: the key records go, the data is shredded.
-	if err := env.s.cmek.manager.Disable(ctx, org, "test"); err != nil {
+	if err := env.s.storage.manager.Disable(ctx, org, "test"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := readBlob(ctx, env.bs(), readName("", d), 0, 0); status.Code(err) != codes.NotFound {
 		t.Fatalf("after disabling: want NOT_FOUND, got %v", err)
 	}
+	// Disabling deleted the sealed objects too: nothing waits for eviction.
 	report, err := env.s.ShredCheck(ctx, org)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if report.Sealed < 2 || report.Opened != 0 {
-		t.Fatalf("shred check: %+v; want the sealed objects found and none opened", report)
+	if report.Objects != 0 || !report.Shredded() {
+		t.Fatalf("shred check after disabling: %+v; want no object of the org left", report)
 	}
-	t.Logf("shred check: %d objects, %d sealed under key %s, %d opened", report.Objects, report.Sealed, rec.KeyID, report.Opened)
+	if used, err := env.s.storage.backend.OrgUsage(ctx, org); err != nil || used != 0 {
+		t.Fatalf("the org still uses %d bytes of storage after disabling key %s (%v)", used, rec.KeyID, err)
+	}
 }
 
 func TestEnablingCMEKDeletesPlainDataSoDisablingCannotBringItBack(t *testing.T) {
@@ -151,7 +153,7 @@ func TestEnablingCMEKDeletesPlainDataSoDisablingCannotBringItBack(t *testing.T) 
 	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "customer-b"); err != nil {
 		t.Fatal(err)
 	}
-	control := cmekControl{Manager: env.s.cmek.manager, s: env.s}
+	control := env.s.storage.manager
 	if _, err := control.Enable(ctx, org, "test", "local-kms://customer-b"); err != nil {
 		t.Fatal(err)
 	}
@@ -165,8 +167,8 @@ func TestEnablingCMEKDeletesPlainDataSoDisablingCannotBringItBack(t *testing.T) 
 		t.Errorf("pre-CMEK data came back after disabling: %v", err)
 	}
 	events, _, err := env.s.orgs.ListAuditEvents(ctx, org, 10, "")
-	if err != nil || !strings.Contains(fmt.Sprint(events), "plain_data_deleted") {
-		t.Errorf("audit log lacks plain_data_deleted: %v %v", events, err)
+	if err != nil || !strings.Contains(fmt.Sprint(events), "data stored before enabling") {
+		t.Errorf("audit log lacks the deletion of the data stored before enabling: %v %v", events, err)
 	}
 }
 
@@ -176,7 +178,7 @@ func TestHTTPCacheProtocolWithCMEK(t *testing.T) {
 	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "customer-http"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.s.cmek.manager.Enable(ctx, env.defaultOrg(), "test", "local-kms://customer-http"); err != nil {
+	if _, err := env.s.storage.manager.Enable(ctx, env.defaultOrg(), "test", "local-kms://customer-http"); err != nil {
 		t.Fatal(err)
 	}
 	blob := []byte("SEALCACHE-HTTP-CMEK-MARKER sealed over http")

@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+
+	"github.com/sealcache/sealcache/encryption"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,6 +24,10 @@ type Config struct {
 
 	AnonymousAccess string // none, read or write: what keyless clients may do in org "default"
 	AuthCacheTTL    time.Duration
+
+	// HTTPACStrict refuses HTTP /ac/ bodies that are not ActionResult
+	// messages; by default they are stored as opaque entries (ccache).
+	HTTPACStrict bool
 
 	// CMEK
 	KeyCacheTTL        time.Duration
@@ -50,10 +56,6 @@ type Config struct {
 	Clock func() time.Time
 }
 
-// MaxKeyCacheTTL is the longest a derived key may stay in memory: the
-// bound on how long a disabled or revoked key keeps working.
-const MaxKeyCacheTTL = 10 * time.Minute
-
 // Defaults returns the embedded defaults: one machine, one data directory.
 func Defaults() Config {
 	return Config{
@@ -63,7 +65,7 @@ func Defaults() Config {
 		MaxSize:           20 << 30,
 		AnonymousAccess:   AnonymousNone,
 		AuthCacheTTL:      30 * time.Second,
-		KeyCacheTTL:       MaxKeyCacheTTL,
+		KeyCacheTTL:       encryption.MaxKeyTTL,
 		KeyRewrapInterval: 6 * time.Hour,
 		OperatorKeyURI:    "local-kms://operator",
 		ShutdownGrace:     30 * time.Second,
@@ -86,8 +88,8 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--anonymous_access=%q: use none, read or write", c.AnonymousAccess)
 	}
-	if c.KeyCacheTTL <= 0 || c.KeyCacheTTL > MaxKeyCacheTTL {
-		return fmt.Errorf("--key_cache_ttl=%s: must be above 0 and at most %s, the promised bound on how long a disabled key keeps working", c.KeyCacheTTL, MaxKeyCacheTTL)
+	if c.KeyCacheTTL <= 0 || c.KeyCacheTTL > encryption.MaxKeyTTL {
+		return fmt.Errorf("--key_cache_ttl=%s: must be above 0 and at most %s, the promised bound on how long a disabled key keeps working", c.KeyCacheTTL, encryption.MaxKeyTTL)
 	}
 	if c.KeyRewrapInterval < time.Minute {
 		return fmt.Errorf("--key_rewrap_interval=%s: must be at least 1m", c.KeyRewrapInterval)

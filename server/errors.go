@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/fence"
 	"github.com/sealcache/sealcache/cas/verify"
 	"github.com/sealcache/sealcache/encryption"
 )
@@ -39,8 +40,15 @@ func storeCode(err error) codes.Code {
 		// The object was removed when the corruption was found; to the
 		// client it is a miss it can repair by uploading again.
 		return codes.NotFound
+	case errors.Is(err, cas.ErrTooLarge):
+		// It can never fit: retrying would not help.
+		return codes.InvalidArgument
 	case errors.Is(err, cas.ErrFull):
 		return codes.ResourceExhausted
+	case errors.Is(err, fence.ErrFenced):
+		// The org's encryption state changed under the upload; a retry
+		// stores it under the new state.
+		return codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

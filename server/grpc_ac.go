@@ -3,7 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
-	"fmt"
+	"errors"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc/codes"
@@ -11,155 +11,56 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/completeness"
 )
 
-const (
-	// maxActionResultSize bounds a stored ActionResult message.
-	maxActionResultSize = 4 << 20
-	// maxInlineBytes bounds what GetActionResult inlines in total, so a
-	// response stays well under the gRPC message limit.
-	maxInlineBytes = 1 << 20
-)
+// maxInlineBytes bounds what GetActionResult inlines in total, so a
+// response stays well under the gRPC message limit.
+const maxInlineBytes = 1 << 20
 
+// acServer serves the ActionCache service over blobs. The completeness
+// check lives in the store (cas/completeness), shared with the HTTP cache.
 type acServer struct {
 	repb.UnimplementedActionCacheServer
-	s *Server
+	blobs cas.BlobStore
 }
 
+func newACServer(blobs cas.BlobStore) *acServer { return &acServer{blobs: blobs} }
+
 func (a *acServer) GetActionResult(ctx context.Context, req *repb.GetActionResultRequest) (*repb.ActionResult, error) {
+	if err := checkInstanceName(req.InstanceName); err != nil {
+		return nil, err
+	}
 	digest, err := cas.FromProto(req.DigestFunction, req.ActionDigest)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "action_digest: %v", err)
 	}
-	result, err := a.s.getActionResult(ctx, req.InstanceName, digest)
-	if err != nil {
-		return nil, err
+	data, err := cas.ReadAll(ctx, a.blobs, acKey(ctx, req.InstanceName, digest), completeness.MaxActionResultSize)
+	if errors.Is(err, cas.ErrTooLarge) {
+		return nil, status.Errorf(codes.NotFound, "the action cache entry of %s is not an ActionResult (it was stored by an HTTP cache client such as ccache)", digest)
 	}
-	a.s.inline(ctx, digest.Function, result, req)
-	return result, nil
-}
-
-// getActionResult reads an AC entry and checks that every blob it names is
-// still in the CAS. An entry with a missing blob is reported as NOT_FOUND:
-// a hit that Bazel cannot download would fail the build instead of
-// re-running the action.
-func (s *Server) getActionResult(ctx context.Context, instance string, digest cas.Digest) (*repb.ActionResult, error) {
-	data, err := cas.ReadAll(ctx, s.store, s.acKey(ctx, instance, digest))
-	if err != nil {
-		err = storeError(err)
-		if status.Code(err) == codes.NotFound {
-			s.metrics.countLookups(ctx, cas.KindAC, 0, 1)
-		}
-		return nil, err
-	}
-	result := &repb.ActionResult{}
-	if err := proto.Unmarshal(data, result); err != nil {
-		s.log.Warn("dropping unreadable action cache entry", "action", digest.String(), "err", err)
-		_ = s.store.Delete(ctx, s.acKey(ctx, instance, digest))
-		s.metrics.countLookups(ctx, cas.KindAC, 0, 1)
-		return nil, status.Errorf(codes.NotFound, "action result %s was unreadable and has been removed", digest)
-	}
-	missing, err := s.missingOutputs(ctx, digest.Function, result)
-	if err != nil {
-		return nil, err
-	}
-	if missing != nil {
-		s.metrics.countLookups(ctx, cas.KindAC, 0, 1)
-		return nil, status.Errorf(codes.NotFound, "action result %s refers to blob %s, which is no longer in the CAS", digest, missing.Digest)
-	}
-	s.metrics.countLookups(ctx, cas.KindAC, 1, 0)
-	return result, nil
-}
-
-// missingOutputs returns the first blob the result refers to that is not
-// in the CAS, or nil when all are present. Output directories are checked
-// through their Tree message, file by file.
-func (s *Server) missingOutputs(ctx context.Context, fn cas.DigestFunction, r *repb.ActionResult) (*cas.Key, error) {
-	var keys []cas.Key
-	add := func(d *repb.Digest) {
-		if d == nil {
-			return
-		}
-		if digest, err := cas.FromProto(fn, d); err == nil {
-			keys = append(keys, s.casKey(ctx, digest))
-		}
-	}
-	for _, d := range outputDigests(r) {
-		add(d)
-	}
-	missing, err := s.store.FindMissing(ctx, keys)
 	if err != nil {
 		return nil, storeError(err)
 	}
-	if len(missing) > 0 {
-		return &missing[0], nil
+	result, err := completeness.ParseActionResult(digest.Function, data)
+	if err != nil {
+		return nil, status.Errorf(codes.NotFound, "the action cache entry of %s is not an ActionResult (it was stored by an HTTP cache client such as ccache): %v", digest, err)
 	}
-	for _, d := range r.OutputDirectories {
-		treeDigest, err := cas.FromProto(fn, d.TreeDigest)
-		if err != nil {
-			continue
-		}
-		if treeDigest.Size > maxDirectorySize {
-			continue
-		}
-		data, err := cas.ReadAll(ctx, s.store, s.casKey(ctx, treeDigest))
-		if err != nil {
-			if status.Code(storeError(err)) == codes.NotFound {
-				k := s.casKey(ctx, treeDigest)
-				return &k, nil
-			}
-			return nil, storeError(err)
-		}
-		tree := &repb.Tree{}
-		if proto.Unmarshal(data, tree) != nil {
-			continue
-		}
-		keys = keys[:0]
-		for _, dir := range append([]*repb.Directory{tree.Root}, tree.Children...) {
-			for _, f := range dir.GetFiles() {
-				add(f.Digest)
-			}
-		}
-		missing, err := s.store.FindMissing(ctx, keys)
-		if err != nil {
-			return nil, storeError(err)
-		}
-		if len(missing) > 0 {
-			return &missing[0], nil
-		}
-	}
-	return nil, nil
-}
-
-// outputDigests lists the blobs an ActionResult names directly (not the files inside output
-// directory Trees); both cache protocols check these for completeness.
-func outputDigests(r *repb.ActionResult) []*repb.Digest {
-	var ds []*repb.Digest
-	for _, f := range r.OutputFiles {
-		ds = append(ds, f.Digest)
-	}
-	for _, d := range r.OutputDirectories {
-		ds = append(ds, d.TreeDigest)
-	}
-	for _, d := range []*repb.Digest{r.StdoutDigest, r.StderrDigest} {
-		if d != nil {
-			ds = append(ds, d)
-		}
-	}
-	return ds
+	a.inline(ctx, digest.Function, result, req)
+	return result, nil
 }
 
 // inline fills stdout_raw, stderr_raw and contents of output files when the
 // client asked for them, within maxInlineBytes in total. Inlining is a
 // favour: a blob that cannot be read is simply left out.
-func (s *Server) inline(ctx context.Context, fn cas.DigestFunction, r *repb.ActionResult, req *repb.GetActionResultRequest) {
+func (a *acServer) inline(ctx context.Context, fn cas.DigestFunction, r *repb.ActionResult, req *repb.GetActionResultRequest) {
 	budget := int64(maxInlineBytes)
 	read := func(d *repb.Digest) []byte {
 		digest, err := cas.FromProto(fn, d)
 		if err != nil || digest.Size > budget {
 			return nil
 		}
-		data, err := cas.ReadAll(ctx, s.store, s.casKey(ctx, digest))
+		data, err := cas.ReadAll(ctx, a.blobs, casKey(ctx, digest), digest.Size)
 		if err != nil {
 			return nil
 		}
@@ -184,6 +85,9 @@ func (s *Server) inline(ctx context.Context, fn cas.DigestFunction, r *repb.Acti
 }
 
 func (a *acServer) UpdateActionResult(ctx context.Context, req *repb.UpdateActionResultRequest) (*repb.ActionResult, error) {
+	if err := checkInstanceName(req.InstanceName); err != nil {
+		return nil, err
+	}
 	digest, err := cas.FromProto(req.DigestFunction, req.ActionDigest)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "action_digest: %v", err)
@@ -191,55 +95,33 @@ func (a *acServer) UpdateActionResult(ctx context.Context, req *repb.UpdateActio
 	if req.ActionResult == nil {
 		return nil, status.Error(codes.InvalidArgument, "action_result is missing")
 	}
-	if err := validateActionResult(digest.Function, req.ActionResult); err != nil {
+	if err := completeness.ValidateActionResult(digest.Function, req.ActionResult); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "action_result: %v", err)
 	}
-	data, err := proto.Marshal(req.ActionResult)
+	data, err := marshalKnownFields(req.ActionResult)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "action_result: %v", err)
 	}
-	if len(data) > maxActionResultSize {
-		return nil, status.Errorf(codes.InvalidArgument, "action_result is %d bytes; the limit is %d: store large outputs in the CAS", len(data), maxActionResultSize)
+	if len(data) > completeness.MaxActionResultSize {
+		return nil, status.Errorf(codes.InvalidArgument, "action_result is %d bytes; the limit is %d: store large outputs in the CAS", len(data), completeness.MaxActionResultSize)
 	}
-	if err := a.s.store.Put(ctx, a.s.acKey(ctx, req.InstanceName, digest), bytes.NewReader(data)); err != nil {
+	if err := a.blobs.Put(ctx, acKey(ctx, req.InstanceName, digest), int64(len(data)), bytes.NewReader(data)); err != nil {
 		return nil, storeError(err)
 	}
 	return req.ActionResult, nil
 }
 
-// validateActionResult checks every digest an ActionResult names, so a
-// broken entry is refused when written rather than found when read.
-func validateActionResult(fn cas.DigestFunction, r *repb.ActionResult) error {
-	check := func(what string, d *repb.Digest) error {
-		if d == nil {
-			return nil
-		}
-		if _, err := cas.FromProto(fn, d); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		return nil
+// marshalKnownFields drops fields this server's REAPI version does not
+// know before storing: an entry read back must parse as an ActionResult
+// without unknown fields (see completeness.ParseActionResult).
+func marshalKnownFields(r *repb.ActionResult) ([]byte, error) {
+	data, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
 	}
-	for _, f := range r.OutputFiles {
-		if f.Path == "" {
-			return fmt.Errorf("an output file has no path")
-		}
-		if f.Digest == nil {
-			return fmt.Errorf("output file %q has no digest", f.Path)
-		}
-		if err := check("output file "+f.Path, f.Digest); err != nil {
-			return err
-		}
+	known := &repb.ActionResult{}
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, known); err != nil {
+		return nil, err
 	}
-	for _, d := range r.OutputDirectories {
-		if d.TreeDigest == nil {
-			return fmt.Errorf("output directory %q has no tree_digest", d.Path)
-		}
-		if err := check("output directory "+d.Path, d.TreeDigest); err != nil {
-			return err
-		}
-	}
-	if err := check("stdout_digest", r.StdoutDigest); err != nil {
-		return err
-	}
-	return check("stderr_digest", r.StderrDigest)
+	return proto.Marshal(known)
 }

@@ -48,7 +48,7 @@ func TestActionCacheCompletenessCheck(t *testing.T) {
 	}
 
 	// Remove a referenced blob: the entry is no longer a hit.
-	if err := env.s.disk.Delete(ctx, cas.Key{Partition: env.defaultOrg(), Kind: cas.KindCAS, Digest: sha(out)}); err != nil {
+	if err := env.s.storage.backend.Delete(ctx, cas.Key{Partition: cas.Partition(env.defaultOrg()), Kind: cas.KindCAS, Digest: sha(out)}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = env.ac().GetActionResult(ctx, &repb.GetActionResultRequest{InstanceName: "linux", ActionDigest: action.Proto()})

@@ -27,9 +27,18 @@ const (
 	uploadIdleTimeout = time.Minute
 )
 
+// byteStreamServer serves ByteStream reads and (resumable) writes of CAS
+// blobs over blobs.
 type byteStreamServer struct {
 	bspb.UnimplementedByteStreamServer
-	s *Server
+	blobs       cas.BlobStore
+	uploads     *uploadTable
+	maxBlobSize int64 // 0: no limit beyond the store's
+	metrics     *metrics
+}
+
+func newByteStreamServer(blobs cas.BlobStore, uploads *uploadTable, maxBlobSize int64, m *metrics) *byteStreamServer {
+	return &byteStreamServer{blobs: blobs, uploads: uploads, maxBlobSize: maxBlobSize, metrics: m}
 }
 
 func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_ReadServer) error {
@@ -38,6 +47,9 @@ func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_Re
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := checkInstanceName(rn.Instance); err != nil {
+		return err
+	}
 	size := rn.Digest.Size
 	if req.ReadOffset < 0 || req.ReadOffset > size {
 		return status.Errorf(codes.OutOfRange, "read_offset %d is outside blob %s of %d bytes", req.ReadOffset, rn.Digest, size)
@@ -45,21 +57,16 @@ func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_Re
 	if req.ReadLimit < 0 {
 		return status.Errorf(codes.InvalidArgument, "read_limit %d is negative; use 0 for no limit", req.ReadLimit)
 	}
-	rc, err := b.s.store.Get(ctx, b.s.casKey(ctx, rn.Digest), req.ReadOffset)
+	rc, _, err := b.blobs.Get(ctx, casKey(ctx, rn.Digest), req.ReadOffset)
 	if err != nil {
-		err = storeError(err)
-		if status.Code(err) == codes.NotFound {
-			b.s.metrics.countLookups(ctx, cas.KindCAS, 0, 1)
-		}
-		return err
+		return storeError(err)
 	}
 	defer rc.Close()
-	b.s.metrics.countLookups(ctx, cas.KindCAS, 1, 0)
 	var body io.Reader = rc
 	if req.ReadLimit > 0 {
 		body = io.LimitReader(rc, req.ReadLimit)
 	}
-	out := &readSender{stream: stream, m: b.s.metrics}
+	out := &readSender{stream: stream, m: b.metrics}
 	if rn.Compressor == repb.Compressor_ZSTD {
 		enc, err := zstd.NewWriter(out, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
 		if err != nil {
@@ -128,46 +135,49 @@ func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if err := b.s.checkBlobSize(rn.Digest); err != nil {
+	if err := checkInstanceName(rn.Instance); err != nil {
 		return err
 	}
-	key := b.s.casKey(ctx, rn.Digest)
+	if err := checkBlobSize(rn.Digest, b.maxBlobSize); err != nil {
+		return err
+	}
+	key := casKey(ctx, rn.Digest)
 	compressed := rn.Compressor != repb.Compressor_IDENTITY
 	doneResponse := &bspb.WriteResponse{CommittedSize: rn.Digest.Size}
 	if compressed {
 		doneResponse.CommittedSize = -1
 	}
 	// A blob that is already stored needs no upload: answer at once.
-	if missing, err := b.s.store.FindMissing(ctx, []cas.Key{key}); err != nil {
+	if missing, err := b.blobs.FindMissing(ctx, []cas.Key{key}); err != nil {
 		return storeError(err)
 	} else if len(missing) == 0 {
 		return stream.SendAndClose(doneResponse)
 	}
-	up, err := b.s.uploads.attach(key, rn, req.WriteOffset)
+	up, err := b.uploads.attach(ctx, key, rn, req.WriteOffset)
 	if err != nil {
 		return err
 	}
 	for {
 		if req.WriteOffset != up.received.Load() {
-			b.s.uploads.detach(up)
+			b.uploads.detach(up)
 			return status.Errorf(codes.InvalidArgument, "write_offset %d does not follow the %d bytes received; ask QueryWriteStatus where to resume", req.WriteOffset, up.received.Load())
 		}
 		if !compressed && up.received.Load()+int64(len(req.Data)) > rn.Digest.Size {
-			b.s.uploads.abort(up, errAborted)
+			b.uploads.abort(up, errAborted)
 			return status.Errorf(codes.InvalidArgument, "received more than the %d bytes of blob %s; nothing was stored", rn.Digest.Size, rn.Digest)
 		}
 		if len(req.Data) > 0 {
 			if _, err := up.pw.Write(req.Data); err != nil {
-				b.s.uploads.abort(up, err)
+				b.uploads.abort(up, err)
 				return storeError(up.wait())
 			}
 			up.received.Add(int64(len(req.Data)))
-			b.s.metrics.bytesIn("grpc", int64(len(req.Data)))
+			b.metrics.bytesIn("grpc", int64(len(req.Data)))
 		}
 		if req.FinishWrite {
 			up.pw.Close()
 			err := up.wait()
-			b.s.uploads.remove(up)
+			b.uploads.remove(up)
 			if err != nil {
 				return storeError(err)
 			}
@@ -178,16 +188,16 @@ func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {
 		}
 		req, err = stream.Recv()
 		if err == io.EOF {
-			b.s.uploads.detach(up)
+			b.uploads.detach(up)
 			return status.Errorf(codes.InvalidArgument, "the client closed the stream after %d bytes without finish_write; resume at that offset", up.received.Load())
 		}
 		if err != nil {
 			// The client went away; keep what it sent for a resumed write.
-			b.s.uploads.detach(up)
+			b.uploads.detach(up)
 			return err
 		}
 		if req.ResourceName != "" && req.ResourceName != name {
-			b.s.uploads.detach(up)
+			b.uploads.detach(up)
 			return status.Errorf(codes.InvalidArgument, "resource_name changed within one write stream")
 		}
 	}
@@ -198,13 +208,13 @@ func (b *byteStreamServer) QueryWriteStatus(ctx context.Context, req *bspb.Query
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	key := b.s.casKey(ctx, rn.Digest)
-	if missing, err := b.s.store.FindMissing(ctx, []cas.Key{key}); err != nil {
+	key := casKey(ctx, rn.Digest)
+	if missing, err := b.blobs.FindMissing(ctx, []cas.Key{key}); err != nil {
 		return nil, storeError(err)
 	} else if len(missing) == 0 {
 		return &bspb.QueryWriteStatusResponse{CommittedSize: rn.Digest.Size, Complete: true}, nil
 	}
-	if received, ok := b.s.uploads.progress(key, rn); ok {
+	if received, ok := b.uploads.progress(key, rn); ok {
 		return &bspb.QueryWriteStatusResponse{CommittedSize: received}, nil
 	}
 	return nil, status.Errorf(codes.NotFound, "no upload %s in progress; start again at offset 0", req.ResourceName)
@@ -229,7 +239,7 @@ type upload struct {
 }
 
 type uploadID struct {
-	partition string
+	partition cas.Partition
 	uuid      string
 	digest    cas.Digest
 	comp      cas.Compressor
@@ -241,9 +251,9 @@ func (u *upload) wait() error {
 }
 
 type uploadTable struct {
-	s  *Server
-	mu sync.Mutex
-	m  map[uploadID]*upload
+	blobs cas.BlobStore
+	mu    sync.Mutex
+	m     map[uploadID]*upload
 	// ctx ends every upload when the server stops.
 	ctx context.Context
 	// running counts the Put goroutines, so shutdown can wait for them to
@@ -251,12 +261,15 @@ type uploadTable struct {
 	running sync.WaitGroup
 }
 
-func newUploadTable(ctx context.Context, s *Server) *uploadTable {
-	return &uploadTable{s: s, m: make(map[uploadID]*upload), ctx: ctx}
+func newUploadTable(ctx context.Context, blobs cas.BlobStore) *uploadTable {
+	return &uploadTable{blobs: blobs, m: make(map[uploadID]*upload), ctx: ctx}
 }
 
 // attach returns the upload to continue at offset, or starts a new one at 0.
-func (t *uploadTable) attach(key cas.Key, rn cas.ResourceName, offset int64) (*upload, error) {
+// A new upload's Put runs under the first stream's context values (the
+// caller's org and key) but outlives that stream, so a client can resume;
+// it ends when the upload is finished, dropped or the server stops.
+func (t *uploadTable) attach(streamCtx context.Context, key cas.Key, rn cas.ResourceName, offset int64) (*upload, error) {
 	id := uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -289,10 +302,14 @@ func (t *uploadTable) attach(key cas.Key, rn cas.ResourceName, offset int64) (*u
 		}
 		body = &zstdBody{dec}
 	}
+	putCtx, cancel := context.WithCancel(context.WithoutCancel(streamCtx))
+	stopWithServer := context.AfterFunc(t.ctx, cancel)
 	t.running.Add(1)
 	go func() {
 		defer t.running.Done()
-		err := t.s.store.Put(t.ctx, key, body)
+		defer stopWithServer()
+		defer cancel()
+		err := t.blobs.Put(putCtx, key, rn.Digest.Size, body)
 		if dec != nil {
 			dec.Close()
 		}

@@ -11,7 +11,6 @@ import (
 
 type capabilitiesServer struct {
 	repb.UnimplementedCapabilitiesServer
-	s *Server
 }
 
 // GetCapabilities tells clients what this cache supports. update_enabled

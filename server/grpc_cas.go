@@ -25,30 +25,44 @@ const (
 	// limit is this plus headroom for digests and framing.
 	maxBatchTotalSize = 4 << 20
 	maxGRPCMessage    = maxBatchTotalSize + 1<<20
-	// defaultTreePageSize and maxTreePageSize bound GetTree responses.
+	// defaultTreePageSize and maxTreePageSize bound GetTree responses by
+	// directory count; maxTreePageBytes bounds them by size, below the
+	// gRPC message limit.
 	defaultTreePageSize = 1000
 	maxTreePageSize     = 10000
+	maxTreePageBytes    = maxBatchTotalSize
+	// maxDirectorySize bounds a Directory message read for GetTree.
+	maxDirectorySize = maxTreePageBytes
 )
 
+// casServer serves the ContentAddressableStorage service over blobs.
 type casServer struct {
 	repb.UnimplementedContentAddressableStorageServer
-	s *Server
+	blobs       cas.BlobStore
+	maxBlobSize int64 // 0: no limit beyond the store's
+	metrics     *metrics
+}
+
+func newCASServer(blobs cas.BlobStore, maxBlobSize int64, m *metrics) *casServer {
+	return &casServer{blobs: blobs, maxBlobSize: maxBlobSize, metrics: m}
 }
 
 func (c *casServer) FindMissingBlobs(ctx context.Context, req *repb.FindMissingBlobsRequest) (*repb.FindMissingBlobsResponse, error) {
+	if err := checkInstanceName(req.InstanceName); err != nil {
+		return nil, err
+	}
 	keys := make([]cas.Key, 0, len(req.BlobDigests))
 	for _, d := range req.BlobDigests {
 		digest, err := cas.FromProto(req.DigestFunction, d)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "blob_digests: %v", err)
 		}
-		keys = append(keys, c.s.casKey(ctx, digest))
+		keys = append(keys, casKey(ctx, digest))
 	}
-	missing, err := c.s.store.FindMissing(ctx, keys)
+	missing, err := c.blobs.FindMissing(ctx, keys)
 	if err != nil {
 		return nil, storeError(err)
 	}
-	c.s.metrics.countLookups(ctx, cas.KindCAS, len(keys)-len(missing), len(missing))
 	resp := &repb.FindMissingBlobsResponse{MissingBlobDigests: make([]*repb.Digest, len(missing))}
 	for i, k := range missing {
 		resp.MissingBlobDigests[i] = k.Digest.Proto()
@@ -57,6 +71,9 @@ func (c *casServer) FindMissingBlobs(ctx context.Context, req *repb.FindMissingB
 }
 
 func (c *casServer) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateBlobsRequest) (*repb.BatchUpdateBlobsResponse, error) {
+	if err := checkInstanceName(req.InstanceName); err != nil {
+		return nil, err
+	}
 	resp := &repb.BatchUpdateBlobsResponse{Responses: make([]*repb.BatchUpdateBlobsResponse_Response, len(req.Requests))}
 	for i, r := range req.Requests {
 		resp.Responses[i] = &repb.BatchUpdateBlobsResponse_Response{
@@ -72,7 +89,7 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 	if err != nil {
 		return statusProto(codes.InvalidArgument, "digest: %v", err)
 	}
-	if err := c.s.checkBlobSize(digest); err != nil {
+	if err := checkBlobSize(digest, c.maxBlobSize); err != nil {
 		return status.Convert(err).Proto()
 	}
 	var body io.Reader
@@ -89,10 +106,10 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 	default:
 		return statusProto(codes.InvalidArgument, "compressor %s is not supported; use IDENTITY or ZSTD", r.Compressor)
 	}
-	if err := c.s.store.Put(ctx, c.s.casKey(ctx, digest), body); err != nil {
+	if err := c.blobs.Put(ctx, casKey(ctx, digest), digest.Size, body); err != nil {
 		return status.Convert(storeError(err)).Proto()
 	}
-	c.s.metrics.bytesIn("grpc", int64(len(r.Data)))
+	c.metrics.bytesIn("grpc", int64(len(r.Data)))
 	return &spb.Status{}
 }
 
@@ -107,10 +124,22 @@ func (z *zstdBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// BatchReadBlobs validates every digest and the total size before reading
+// anything, so one request can never make the server hold more than
+// max_batch_total_size_bytes of blobs.
 func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsRequest) (*repb.BatchReadBlobsResponse, error) {
+	if err := checkInstanceName(req.InstanceName); err != nil {
+		return nil, err
+	}
+	digests := make([]cas.Digest, len(req.Digests))
 	var total int64
-	for _, d := range req.Digests {
-		total += d.GetSizeBytes()
+	for i, d := range req.Digests {
+		digest, err := cas.FromProto(req.DigestFunction, d)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "digests[%d]: %v", i, err)
+		}
+		digests[i] = digest
+		total += digest.Size
 	}
 	if total > maxBatchTotalSize {
 		return nil, status.Errorf(codes.InvalidArgument, "requested %d bytes in one batch; the limit is %d (max_batch_total_size_bytes): use ByteStream Read for large blobs", total, maxBatchTotalSize)
@@ -120,42 +149,36 @@ func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobs
 		zstdOK = zstdOK || comp == repb.Compressor_ZSTD
 	}
 	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(req.Digests))}
-	var hits, misses int
-	for i, d := range req.Digests {
-		r := &repb.BatchReadBlobsResponse_Response{Digest: d, Status: &spb.Status{}}
+	for i, digest := range digests {
+		r := &repb.BatchReadBlobsResponse_Response{Digest: req.Digests[i], Status: &spb.Status{}}
 		resp.Responses[i] = r
-		digest, err := cas.FromProto(req.DigestFunction, d)
-		if err != nil {
-			r.Status = statusProto(codes.InvalidArgument, "digest: %v", err)
-			continue
-		}
-		data, err := cas.ReadAll(ctx, c.s.store, c.s.casKey(ctx, digest))
+		data, err := cas.ReadAll(ctx, c.blobs, casKey(ctx, digest), digest.Size)
 		if err != nil {
 			r.Status = status.Convert(storeError(err)).Proto()
-			if status.Code(storeError(err)) == codes.NotFound {
-				misses++
-			}
 			continue
 		}
-		hits++
 		if zstdOK && len(data) > 0 {
 			r.Data = zstdEncoder().EncodeAll(data, nil)
 			r.Compressor = repb.Compressor_ZSTD
 		} else {
 			r.Data = data
 		}
-		c.s.metrics.bytesOut("grpc", int64(len(r.Data)))
+		c.metrics.bytesOut("grpc", int64(len(r.Data)))
 	}
-	c.s.metrics.countLookups(ctx, cas.KindCAS, hits, misses)
 	return resp, nil
 }
 
-// GetTree walks a directory tree breadth first. The page token is the
-// number of directories already returned, so a client can resume with any
-// server holding the same CAS; each page re-walks the part of the tree it
-// skips, which is cheap next to the downloads a client does with the result.
+// GetTree walks a directory tree breadth first. Pages are bounded by
+// directory count (page_size) and by bytes, so a page always fits in a
+// gRPC message. The page token is the number of directories already
+// returned, so a client can resume with any server holding the same CAS;
+// each page re-walks the part of the tree it skips, which is cheap next to
+// the downloads a client does with the result.
 func (c *casServer) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddressableStorage_GetTreeServer) error {
 	ctx := stream.Context()
+	if err := checkInstanceName(req.InstanceName); err != nil {
+		return err
+	}
 	root, err := cas.FromProto(req.DigestFunction, req.RootDigest)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "root_digest: %v", err)
@@ -178,11 +201,12 @@ func (c *casServer) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddress
 	seen := map[string]bool{root.Hash: true}
 	queue := []cas.Digest{root}
 	var page []*repb.Directory
+	pageBytes := 0
 	index := 0
 	for len(queue) > 0 {
 		d := queue[0]
 		queue = queue[1:]
-		dir, err := c.s.readDirectory(ctx, d)
+		dir, err := c.readDirectory(ctx, d)
 		if status.Code(err) == codes.NotFound {
 			if d == root {
 				return status.Errorf(codes.NotFound, "root directory %s is not in the CAS", d)
@@ -202,27 +226,28 @@ func (c *casServer) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddress
 				queue = append(queue, sd)
 			}
 		}
-		if index >= skip {
-			page = append(page, dir)
+		if index < skip {
+			index++
+			continue
 		}
-		index++
-		if len(page) == pageSize && len(queue) > 0 {
+		size := proto.Size(dir) + 4 // field tag and length prefix
+		if len(page) > 0 && (len(page) == pageSize || pageBytes+size > maxTreePageBytes) {
+			// This directory starts the next page.
 			token := base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(index)))
 			return stream.Send(&repb.GetTreeResponse{Directories: page, NextPageToken: token})
 		}
+		page = append(page, dir)
+		pageBytes += size
+		index++
 	}
 	return stream.Send(&repb.GetTreeResponse{Directories: page})
 }
 
-// maxDirectorySize bounds a Directory message read for GetTree or the AC
-// completeness check.
-const maxDirectorySize = 64 << 20
-
-func (s *Server) readDirectory(ctx context.Context, d cas.Digest) (*repb.Directory, error) {
+func (c *casServer) readDirectory(ctx context.Context, d cas.Digest) (*repb.Directory, error) {
 	if d.Size > maxDirectorySize {
-		return nil, status.Errorf(codes.InvalidArgument, "directory %s is larger than %d bytes", d, maxDirectorySize)
+		return nil, status.Errorf(codes.InvalidArgument, "directory %s is larger than the %d bytes a GetTree page can hold; fetch it with ByteStream Read", d, maxDirectorySize)
 	}
-	data, err := cas.ReadAll(ctx, s.store, s.casKey(ctx, d))
+	data, err := cas.ReadAll(ctx, c.blobs, casKey(ctx, d), d.Size)
 	if err != nil {
 		return nil, storeError(err)
 	}
@@ -238,9 +263,9 @@ func statusProto(code codes.Code, format string, args ...any) *spb.Status {
 }
 
 // checkBlobSize refuses blobs above --max_blob_size before any byte is stored.
-func (s *Server) checkBlobSize(d cas.Digest) error {
-	if s.cfg.MaxBlobSize > 0 && d.Size > s.cfg.MaxBlobSize {
-		return status.Errorf(codes.InvalidArgument, "blob %s is larger than the server's --max_blob_size of %d bytes", d, s.cfg.MaxBlobSize)
+func checkBlobSize(d cas.Digest, maxBlobSize int64) error {
+	if maxBlobSize > 0 && d.Size > maxBlobSize {
+		return status.Errorf(codes.InvalidArgument, "blob %s is larger than the server's --max_blob_size of %d bytes", d, maxBlobSize)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,9 +14,9 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/completeness"
 	"github.com/sealcache/sealcache/server/credentials"
 )
 
@@ -24,7 +25,19 @@ import (
 // (/INSTANCE/ac/HASH). The protocol names blobs by SHA-256 hash alone, so
 // its blobs are keyed with cas.SizeUnknown and live beside, not inside, the
 // gRPC namespace.
-type httpCache struct{ s *Server }
+//
+// An /ac/ entry that is an ActionResult message gets the same completeness
+// check as over gRPC (in the store); any other body is an opaque entry of
+// another HTTP cache client (ccache stores its own results there) and is
+// stored and served as it is, unless acStrict refuses it.
+type httpCache struct {
+	blobs        cas.BlobStore
+	authenticate func(ctx context.Context, secret string) (principal, error)
+	metrics      *metrics
+	log          *slog.Logger
+	maxBlobSize  int64 // 0: no limit beyond the store's
+	acStrict     bool  // refuse /ac/ bodies that are not ActionResults
+}
 
 // parseCachePath splits "/a/b/ac/HASH" into instance "a/b", kind and hash.
 func parseCachePath(path string) (instance string, kind cas.Kind, hash string, ok bool) {
@@ -49,7 +62,7 @@ func (h *httpCache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, k, _, ok := parseCachePath(r.URL.Path); ok {
 		kind = k.String()
 	}
-	h.s.metrics.requests.WithLabelValues("http", kind, r.Method, strconv.Itoa(code)).Inc()
+	h.metrics.requests.WithLabelValues("http", kind, r.Method, strconv.Itoa(code)).Inc()
 }
 
 // serve handles one request and returns the HTTP status it sent.
@@ -67,7 +80,7 @@ func (h *httpCache) serve(w http.ResponseWriter, r *http.Request) int {
 		w.Header().Set("Allow", "GET, HEAD, PUT")
 		return httpError(w, status.Errorf(codes.Unimplemented, "method %s is not allowed; use GET, HEAD or PUT", r.Method))
 	}
-	p, err := h.s.authenticate(r.Context(), credentials.FromHTTP(r))
+	p, err := h.authenticate(r.Context(), credentials.FromHTTP(r))
 	if err == nil {
 		err = authorize(p, need, r.Method+" /"+kind.String())
 	}
@@ -78,114 +91,67 @@ func (h *httpCache) serve(w http.ResponseWriter, r *http.Request) int {
 		return httpError(w, err)
 	}
 	ctx := withPrincipal(r.Context(), p)
+	if err := checkInstanceName(instance); err != nil {
+		return httpError(w, err)
+	}
 	digest, err := cas.NewDigest(cas.InferDigestFunction(repb.DigestFunction_UNKNOWN, hash), hash, 0)
 	if err != nil {
 		return httpError(w, status.Errorf(codes.InvalidArgument, "%v", err))
 	}
 	digest.Size = cas.SizeUnknown
-	key := h.s.casKey(ctx, digest)
+	key := casKey(ctx, digest)
 	if kind == cas.KindAC {
-		key = h.s.acKey(ctx, instance, digest)
+		key = acKey(ctx, instance, digest)
 	}
-
-	switch r.Method {
-	case http.MethodPut:
-		if h.s.cfg.MaxBlobSize > 0 && r.ContentLength > h.s.cfg.MaxBlobSize {
-			return httpError(w, status.Errorf(codes.InvalidArgument, "body of %d bytes is larger than the server's --max_blob_size of %d bytes", r.ContentLength, h.s.cfg.MaxBlobSize))
-		}
-		var body io.Reader = r.Body
-		if kind == cas.KindAC {
-			data, err := io.ReadAll(io.LimitReader(r.Body, maxActionResultSize+1))
-			if err != nil {
-				return httpError(w, status.Errorf(codes.Canceled, "reading body: %v", err))
-			}
-			result := &repb.ActionResult{}
-			if len(data) > maxActionResultSize {
-				return httpError(w, status.Errorf(codes.InvalidArgument, "action result is larger than %d bytes", maxActionResultSize))
-			}
-			if err := proto.Unmarshal(data, result); err != nil {
-				return httpError(w, status.Errorf(codes.InvalidArgument, "body is not an ActionResult message: %v", err))
-			}
-			if err := validateActionResult(digest.Function, result); err != nil {
-				return httpError(w, status.Errorf(codes.InvalidArgument, "action result: %v", err))
-			}
-			body = bytes.NewReader(data)
-		}
-		counted := &countingReader{r: body}
-		if err := h.s.store.Put(ctx, key, counted); err != nil {
-			return httpError(w, storeError(err))
-		}
-		h.s.metrics.bytesIn("http", counted.n)
-		w.WriteHeader(http.StatusOK)
-		return http.StatusOK
-
-	default: // GET, HEAD
-		if kind == cas.KindAC {
-			return h.getActionResult(w, r, ctx, key)
-		}
-		rc, err := h.s.store.Get(ctx, key, 0)
-		if err != nil {
-			err = storeError(err)
-			if status.Code(err) == codes.NotFound {
-				h.s.metrics.countLookups(ctx, cas.KindCAS, 0, 1)
-			}
-			return httpError(w, err)
-		}
-		defer rc.Close()
-		h.s.metrics.countLookups(ctx, cas.KindCAS, 1, 0)
-		w.Header().Set("Content-Type", "application/octet-stream")
-		if r.Method == http.MethodHead {
-			w.WriteHeader(http.StatusOK)
-			return http.StatusOK
-		}
-		n, err := io.Copy(w, rc)
-		h.s.metrics.bytesOut("http", n)
-		if err != nil {
-			// Headers are gone; the broken body tells the client.
-			h.s.log.Warn("http cache read failed", "key", key.String(), "err", err)
-			panic(http.ErrAbortHandler)
-		}
-		return http.StatusOK
+	if r.Method == http.MethodPut {
+		return h.put(w, r, ctx, key)
 	}
+	return h.get(w, r, ctx, key)
 }
 
-func (h *httpCache) getActionResult(w http.ResponseWriter, r *http.Request, ctx context.Context, key cas.Key) int {
-	data, err := cas.ReadAll(ctx, h.s.store, key)
-	if err != nil {
-		err = storeError(err)
-		if status.Code(err) == codes.NotFound {
-			h.s.metrics.countLookups(ctx, cas.KindAC, 0, 1)
+func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Context, key cas.Key) int {
+	if h.maxBlobSize > 0 && r.ContentLength > h.maxBlobSize {
+		return httpError(w, status.Errorf(codes.InvalidArgument, "body of %d bytes is larger than the server's --max_blob_size of %d bytes", r.ContentLength, h.maxBlobSize))
+	}
+	size := r.ContentLength // -1 (cas.SizeUnknown) when the client streams without a length
+	var body io.Reader = r.Body
+	if key.Kind == cas.KindAC && h.acStrict {
+		data, err := io.ReadAll(io.LimitReader(r.Body, completeness.MaxActionResultSize+1))
+		if err != nil {
+			return httpError(w, status.Errorf(codes.Canceled, "reading body: %v", err))
 		}
-		return httpError(w, err)
-	}
-	result := &repb.ActionResult{}
-	if err := proto.Unmarshal(data, result); err != nil {
-		_ = h.s.store.Delete(ctx, key)
-		return httpError(w, status.Error(codes.NotFound, "action result was unreadable and has been removed"))
-	}
-	// Completeness: every output must be in this protocol's CAS namespace.
-	var keys []cas.Key
-	for _, d := range outputDigests(result) {
-		if d.GetSizeBytes() == 0 {
-			continue // the empty blob is always present; Bazel never uploads it
+		if _, err := completeness.ParseActionResult(key.Digest.Function, data); err != nil {
+			return httpError(w, status.Errorf(codes.InvalidArgument, "body is not an ActionResult message (%v); this server stores only ActionResults under /ac/ (--http_ac_strict)", err))
 		}
-		keys = append(keys, h.s.casKey(ctx, cas.Digest{Function: key.Digest.Function, Hash: d.GetHash(), Size: cas.SizeUnknown}))
+		body, size = bytes.NewReader(data), int64(len(data))
 	}
-	missing, err := h.s.store.FindMissing(ctx, keys)
+	counted := &countingReader{r: body}
+	if err := h.blobs.Put(ctx, key, size, counted); err != nil {
+		return httpError(w, storeError(err))
+	}
+	h.metrics.bytesIn("http", counted.n)
+	w.WriteHeader(http.StatusOK)
+	return http.StatusOK
+}
+
+func (h *httpCache) get(w http.ResponseWriter, r *http.Request, ctx context.Context, key cas.Key) int {
+	rc, size, err := h.blobs.Get(ctx, key, 0)
 	if err != nil {
 		return httpError(w, storeError(err))
 	}
-	if len(missing) > 0 {
-		h.s.metrics.countLookups(ctx, cas.KindAC, 0, 1)
-		return httpError(w, status.Errorf(codes.NotFound, "action result refers to blob %s, which is no longer in the cache", missing[0].Digest.Hash))
-	}
-	h.s.metrics.countLookups(ctx, cas.KindAC, 1, 0)
+	defer rc.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		n, _ := w.Write(data)
-		h.s.metrics.bytesOut("http", int64(n))
+	if r.Method == http.MethodHead {
+		return http.StatusOK
+	}
+	n, err := io.Copy(w, rc)
+	h.metrics.bytesOut("http", n)
+	if err != nil {
+		// Headers are gone; the broken body tells the client.
+		h.log.Warn("http cache read failed", "key", key.String(), "err", err)
+		panic(http.ErrAbortHandler)
 	}
 	return http.StatusOK
 }

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -36,12 +38,9 @@ func TestHTTPCacheProtocol(t *testing.T) {
 		t.Fatalf("wrong-hash blob is readable: %d", code)
 	}
 
-	// /ac stores only ActionResult messages, below an instance prefix too.
+	// /ac stores ActionResult messages, below an instance prefix too.
 	action := sha([]byte("http action")).Hash
 	result, _ := proto.Marshal(&repb.ActionResult{OutputFiles: []*repb.OutputFile{{Path: "out", Digest: sha(blob).Proto()}}})
-	if code, body := env.httpDo("PUT", "/main/ac/"+action, key, []byte("\xff\xffnot a proto")); code != http.StatusBadRequest {
-		t.Fatalf("PUT garbage to /ac: %d %s", code, body)
-	}
 	if code, body := env.httpDo("PUT", "/main/ac/"+action, key, result); code != http.StatusOK {
 		t.Fatalf("PUT /ac: %d %s", code, body)
 	}
@@ -59,6 +58,28 @@ func TestHTTPCacheProtocol(t *testing.T) {
 	}
 }
 
+// HTTP cache clients other than Bazel (ccache) store their own bytes under
+// /ac/: such entries are kept and served as they are, unless the server
+// is told to accept ActionResults only.
+func TestHTTPOpaqueActionCacheEntries(t *testing.T) {
+	opaque := []byte("cCrS\x00\x01 a ccache result, not an ActionResult")
+	action := sha([]byte("ccache key")).Hash
+
+	env := startServer(t)
+	if code, body := env.httpDo("PUT", "/ac/"+action, env.adminKey, opaque); code != http.StatusOK {
+		t.Fatalf("PUT of an opaque /ac/ entry: %d %s", code, body)
+	}
+	if code, body := env.httpDo("GET", "/ac/"+action, env.adminKey, nil); code != http.StatusOK || string(body) != string(opaque) {
+		t.Fatalf("GET of an opaque /ac/ entry: %d %q", code, body)
+	}
+
+	strict := startServer(t, func(c *Config) { c.HTTPACStrict = true })
+	code, body := strict.httpDo("PUT", "/ac/"+action, strict.adminKey, opaque)
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "not an ActionResult") {
+		t.Fatalf("PUT of an opaque /ac/ entry with --http_ac_strict: %d %s", code, body)
+	}
+}
+
 func TestHealthAndMetricsEndpoints(t *testing.T) {
 	env := startServer(t)
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -71,6 +92,29 @@ func TestHealthAndMetricsEndpoints(t *testing.T) {
 	for _, want := range []string{"sealcache_requests_total", "sealcache_cache_lookups_total{kind=\"cas\",result=\"miss\"} 1", "sealcache_disk_used_bytes"} {
 		if code != http.StatusOK || !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// Reads know their size: HTTP GET and HEAD send Content-Length, so clients
+// can show progress and detect a cut-off body.
+func TestHTTPGetSendsContentLength(t *testing.T) {
+	env := startServer(t)
+	blob := bytes.Repeat([]byte("content length "), 1000)
+	hash := sha(blob).Hash
+	if code, body := env.httpDo("PUT", "/cas/"+hash, env.adminKey, blob); code != http.StatusOK {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	for _, method := range []string{"GET", "HEAD"} {
+		req, _ := http.NewRequest(method, env.httpURL+"/cas/"+hash, nil)
+		req.Header.Set("x-api-key", env.adminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ContentLength != int64(len(blob)) || resp.Header.Get("Content-Length") != strconv.Itoa(len(blob)) {
+			t.Fatalf("%s: Content-Length %q (%d); want %d", method, resp.Header.Get("Content-Length"), resp.ContentLength, len(blob))
 		}
 	}
 }

@@ -1,28 +1,15 @@
 package server
 
 import (
-	"context"
-	"sync"
-	"sync/atomic"
-
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/sealcache/sealcache/cas"
 )
 
-// metrics holds the Prometheus collectors and the per-org hit counts shown
-// on the org settings page. Org ids never become metric labels: their
-// number is unbounded.
+// metrics holds the request and byte counters. Lookup counts (hits and
+// misses) come from the storage stack (cas/lookups).
 type metrics struct {
 	requests *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
-	lookups  *prometheus.CounterVec
-
-	mu     sync.Mutex
-	perOrg map[string]*orgCounters
 }
-
-type orgCounters struct{ hits, misses atomic.Uint64 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -34,13 +21,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sealcache_bytes_total",
 			Help: "Blob bytes received from (in) and sent to (out) clients.",
 		}, []string{"protocol", "direction"}),
-		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sealcache_cache_lookups_total",
-			Help: "Cache lookups by kind (cas, ac) and result (hit, miss).",
-		}, []string{"kind", "result"}),
-		perOrg: make(map[string]*orgCounters),
 	}
-	reg.MustRegister(m.requests, m.bytes, m.lookups)
+	reg.MustRegister(m.requests, m.bytes)
 	return m
 }
 
@@ -50,35 +32,6 @@ func (m *metrics) bytesIn(protocol string, n int64) {
 
 func (m *metrics) bytesOut(protocol string, n int64) {
 	m.bytes.WithLabelValues(protocol, "out").Add(float64(n))
-}
-
-func (m *metrics) countLookups(ctx context.Context, kind cas.Kind, hits, misses int) {
-	if hits > 0 {
-		m.lookups.WithLabelValues(kind.String(), "hit").Add(float64(hits))
-	}
-	if misses > 0 {
-		m.lookups.WithLabelValues(kind.String(), "miss").Add(float64(misses))
-	}
-	c := m.org(principalFrom(ctx).OrgID)
-	c.hits.Add(uint64(hits))
-	c.misses.Add(uint64(misses))
-}
-
-func (m *metrics) org(orgID string) *orgCounters {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.perOrg[orgID]
-	if !ok {
-		c = &orgCounters{}
-		m.perOrg[orgID] = c
-	}
-	return c
-}
-
-// OrgLookups returns the hits and misses counted for an org since start.
-func (m *metrics) OrgLookups(orgID string) (hits, misses uint64) {
-	c := m.org(orgID)
-	return c.hits.Load(), c.misses.Load()
 }
 
 // storeCollector exports the disk store's own figures at scrape time.

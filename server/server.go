@@ -26,8 +26,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/sealcache/sealcache/cas"
-	"github.com/sealcache/sealcache/cas/disk"
 	"github.com/sealcache/sealcache/orgs"
 )
 
@@ -35,28 +33,14 @@ import (
 type Server struct {
 	cfg          Config
 	log          *slog.Logger
-	store        cas.BlobStore // the composed store every request goes through
-	disk         *disk.Store   // the backend below every wrapper: whole-org work, usage figures
-	orgs         *orgs.Store
+	storage      *storage // the composed storage stack, see store.go
+	orgs         *orgs.DB
 	auth         *orgs.Authenticator
 	defaultOrgID string
 	metrics      *metrics
 	registry     *prometheus.Registry
 	uploads      *uploadTable
-	cmek         *cmek // CMEK parts, see store.go
 	closers      []func() error
-}
-
-// casKey is where a CAS blob of the caller's org lives. CAS content is
-// shared by every instance name of one org.
-func (s *Server) casKey(ctx context.Context, d cas.Digest) cas.Key {
-	return cas.Key{Partition: principalFrom(ctx).OrgID, Kind: cas.KindCAS, Digest: d}
-}
-
-// acKey is where an action result lives: per org and per instance name,
-// because results differ per platform.
-func (s *Server) acKey(ctx context.Context, instance string, d cas.Digest) cas.Key {
-	return cas.Key{Partition: principalFrom(ctx).OrgID, Kind: cas.KindAC, Instance: instance, Digest: d}
 }
 
 // Run starts the server and blocks until ctx ends, then shuts down:
@@ -87,7 +71,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*Ser
 		s.Close()
 		return nil, err
 	}
-	if err := s.openStore(ctx); err != nil {
+	if err := s.openStorage(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -219,7 +203,7 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
-	s.uploads = newUploadTable(runCtx, s)
+	s.uploads = newUploadTable(runCtx, s.storage.blobs)
 	s.startBackground(runCtx)
 
 	grpcServer := s.newGRPCServer(tlsConfig)
@@ -280,10 +264,11 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 		opts = append(opts, grpc.Creds(grpccreds.NewTLS(tlsConfig)))
 	}
 	g := grpc.NewServer(opts...)
-	repb.RegisterCapabilitiesServer(g, &capabilitiesServer{s: s})
-	repb.RegisterContentAddressableStorageServer(g, &casServer{s: s})
-	repb.RegisterActionCacheServer(g, &acServer{s: s})
-	bspb.RegisterByteStreamServer(g, &byteStreamServer{s: s})
+	blobs := s.storage.blobs
+	repb.RegisterCapabilitiesServer(g, &capabilitiesServer{})
+	repb.RegisterContentAddressableStorageServer(g, newCASServer(blobs, s.cfg.MaxBlobSize, s.metrics))
+	repb.RegisterActionCacheServer(g, newACServer(blobs))
+	bspb.RegisterByteStreamServer(g, newByteStreamServer(blobs, s.uploads, s.cfg.MaxBlobSize, s.metrics))
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
@@ -292,7 +277,14 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 
 func (s *Server) httpHandler(grpcAddr net.Addr, tls bool) http.Handler {
 	mux := http.NewServeMux()
-	cache := &httpCache{s: s}
+	cache := &httpCache{
+		blobs:        s.storage.blobs,
+		authenticate: s.authenticate,
+		metrics:      s.metrics,
+		log:          s.log,
+		maxBlobSize:  s.cfg.MaxBlobSize,
+		acStrict:     s.cfg.HTTPACStrict,
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")

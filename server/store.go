@@ -7,46 +7,85 @@ import (
 	"strings"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/completeness"
 	"github.com/sealcache/sealcache/cas/disk"
+	"github.com/sealcache/sealcache/cas/emptyblob"
+	"github.com/sealcache/sealcache/cas/fence"
+	"github.com/sealcache/sealcache/cas/lookups"
 	"github.com/sealcache/sealcache/cas/verify"
 	"github.com/sealcache/sealcache/encryption"
 	"github.com/sealcache/sealcache/encryption/kms"
 )
 
-// cmek holds the CMEK parts of a running server.
-type cmek struct {
+// storage is the composed storage stack and the parts of it the admin
+// side needs. Every request goes through blobs; nothing here names a
+// concrete backend except openBackend.
+type storage struct {
+	blobs   cas.BlobStore    // the whole stack, outermost first (see openStorage)
+	lookups *lookups.Counter // hits and misses per org, for the Overview
+	backend cas.Backend      // the bottom: partitions and usage figures
 	keys    *encryption.KeyProvider
 	manager *encryption.Manager
 }
 
-// openStore composes the storage stack, outermost first:
+// openStorage composes the storage stack, outermost first:
 //
-//	encryption   routes by org: CMEK off -> plain path; on -> sealed path
-//	  plain:  verify (hash checks)  ->  disk
-//	  sealed: disk (sealed chunks authenticate themselves)
-//	disk         files under --data_dir, LRU within --max_size
-func (s *Server) openStore(ctx context.Context) error {
+//	lookups        counts hits and misses (what clients see)
+//	completeness   an ActionResult is a hit only while its outputs exist
+//	emptyblob      the empty CAS blob is always present
+//	fence          uploads that span an enable, disable or org deletion publish nothing
+//	encryption     routes by org: CMEK off -> plain path; on -> sealed path
+//	  plain:  verify (CAS digests, AC checksums) -> backend
+//	  sealed: backend (sealed chunks authenticate themselves)
+//	backend        openBackend: the disk store under --data_dir
+func (s *Server) openStorage(ctx context.Context) error {
+	backend, err := s.openBackend()
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, backend.Close)
+
+	keys, opener, err := s.openKeyProvider()
+	if err != nil {
+		return err
+	}
+	sealing := encryption.NewSealingStore(verify.New(backend, s.log), backend, keys, s.log)
+	fenced := fence.New(sealing)
+	manager, err := encryption.NewManager(encryption.ManagerConfig{
+		Records:            s.orgs,
+		OpenKMS:            opener.Open,
+		Auditor:            s.orgs,
+		Keys:               keys,
+		OperatorKeyURI:     s.cfg.OperatorKeyURI,
+		OperatorPrincipals: s.operatorPrincipals(),
+		Objects:            backend,
+		Fence:              fenced,
+		Now:                s.cfg.Clock,
+	})
+	if err != nil {
+		return err
+	}
+	counted := lookups.New(completeness.New(emptyblob.New(fenced), completeness.DefaultLimits), s.registry)
+	s.storage = &storage{blobs: counted, lookups: counted, backend: backend, keys: keys, manager: manager}
+	return nil
+}
+
+// openBackend opens the bottom of the stack: the one place that knows
+// which backend it is.
+func (s *Server) openBackend() (cas.Backend, error) {
 	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, s.log)
 	if err != nil {
-		return fmt.Errorf("opening the disk store: %w", err)
+		return nil, fmt.Errorf("opening the disk store: %w", err)
 	}
-	s.closers = append(s.closers, d.Close)
 	s.registry.MustRegister(newStoreCollector(func() (int64, int64, uint64) {
 		st := d.Stats()
 		return st.UsedBytes, st.Objects, st.Evictions
 	}))
-	s.disk = d
-
-	c, err := s.openCMEK(ctx)
-	if err != nil {
-		return err
-	}
-	s.cmek = c
-	s.store = encryption.NewStore(verify.New(d, s.log), d, c.keys)
-	return nil
+	return d, nil
 }
 
-func (s *Server) openCMEK(ctx context.Context) (*cmek, error) {
+// openKeyProvider opens the KMS clients and this node's derived-key cache.
+func (s *Server) openKeyProvider() (*encryption.KeyProvider, *kms.Opener, error) {
 	opener := kms.NewOpener(kms.Config{
 		LocalDir:           s.cfg.LocalKMSDir,
 		GCPEndpoint:        s.cfg.GCPKMSEndpoint,
@@ -61,7 +100,7 @@ func (s *Server) openCMEK(ctx context.Context) (*cmek, error) {
 	if name, ok := strings.CutPrefix(s.cfg.OperatorKeyURI, "local-kms://"); ok {
 		created, err := kms.EnsureLocalKey(s.cfg.LocalKMSDir, name)
 		if err != nil {
-			return nil, fmt.Errorf("--operator_key_uri %s: %w", s.cfg.OperatorKeyURI, err)
+			return nil, nil, fmt.Errorf("--operator_key_uri %s: %w", s.cfg.OperatorKeyURI, err)
 		}
 		if created {
 			s.log.Info("created the local operator key", "uri", s.cfg.OperatorKeyURI, "dir", s.cfg.LocalKMSDir)
@@ -75,22 +114,10 @@ func (s *Server) openCMEK(ctx context.Context) (*cmek, error) {
 		Now:     s.cfg.Clock,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.closers = append(s.closers, func() error { keys.Close(); return nil })
-	manager, err := encryption.NewManager(encryption.ManagerConfig{
-		Records:            s.orgs,
-		OpenKMS:            opener.Open,
-		Auditor:            s.orgs,
-		Keys:               keys,
-		OperatorKeyURI:     s.cfg.OperatorKeyURI,
-		OperatorPrincipals: s.operatorPrincipals(),
-		Now:                s.cfg.Clock,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &cmek{keys: keys, manager: manager}, nil
+	return keys, opener, nil
 }
 
 // operatorPrincipals are the identities customers grant on their keys.
@@ -106,67 +133,20 @@ func (s *Server) operatorPrincipals() map[string]string {
 }
 
 func (s *Server) startBackground(ctx context.Context) {
-	go s.cmek.manager.RunRewrapLoop(ctx, s.cfg.KeyRewrapInterval)
-}
-
-// deleteOrgData removes every stored object of an org, plain and sealed.
-func (s *Server) deleteOrgData(ctx context.Context, orgID string) error {
-	if orgID == "" || strings.Contains(orgID, "/") {
-		return fmt.Errorf("refusing to delete the data of org id %q", orgID)
-	}
-	_, err := s.disk.DeletePartition(ctx, orgID)
-	return err
+	go s.storage.manager.RunRewrapLoop(ctx, s.cfg.KeyRewrapInterval)
 }
 
 // ShredCheck tries to open every stored object of an org.
 func (s *Server) ShredCheck(ctx context.Context, orgID string) (encryption.ShredReport, error) {
-	return encryption.ShredCheck(ctx, s.disk, s.disk, s.cmek.keys, orgID)
+	return encryption.ShredCheck(ctx, s.storage.backend, s.storage.backend, s.storage.keys, orgID)
 }
 
-// cmekControl is the encryption lifecycle as the admin API sees it: the
-// Manager's, plus one promise the Manager cannot keep alone because it does
-// not know the storage. Once CMEK is on, no plaintext of the org stays on
-// disk: enabling deletes the org's plain objects, so they can neither be
-// read from disk nor come back as hits if CMEK is later disabled.
-type cmekControl struct {
-	*encryption.Manager
-	s *Server
-}
-
-func (c cmekControl) Enable(ctx context.Context, orgID, actorKeyID, customerKeyURI string) (encryption.KeyRecord, error) {
-	rec, err := c.Manager.Enable(ctx, orgID, actorKeyID, customerKeyURI)
+// orgStats is what the Overview shows: stored bytes, hits and misses.
+func (s *Server) orgStats(ctx context.Context, orgID string) (int64, uint64, uint64) {
+	hits, misses := s.storage.lookups.Org(orgID)
+	used, err := s.storage.backend.OrgUsage(ctx, orgID)
 	if err != nil {
-		return rec, err
+		s.log.Warn("reading an org's stored bytes failed", "org", orgID, "err", err)
 	}
-	n, bytes, err := c.s.deletePlainObjects(context.WithoutCancel(ctx), orgID)
-	if err != nil {
-		c.s.log.Error("CMEK enabled, but deleting the org's plain objects failed; they age out of the LRU", "org", orgID, "err", err)
-		_ = c.s.orgs.Audit(ctx, orgID, "system", "plain_data_delete_failed", err.Error())
-	} else if n > 0 {
-		_ = c.s.orgs.Audit(ctx, orgID, "system", "plain_data_deleted", fmt.Sprintf("objects=%d bytes=%d", n, bytes))
-	}
-	return rec, nil
-}
-
-// deletePlainObjects removes the objects stored directly in the org's
-// partition (written while CMEK was off), leaving sealed partitions alone.
-func (s *Server) deletePlainObjects(ctx context.Context, orgID string) (n int, bytes int64, err error) {
-	var plain []cas.StoredObject
-	err = s.disk.WalkPartition(ctx, orgID, func(o cas.StoredObject) error {
-		if o.Key.Partition == orgID {
-			plain = append(plain, o)
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, o := range plain {
-		if err := s.disk.Delete(ctx, o.Key); err != nil {
-			return n, bytes, err
-		}
-		n++
-		bytes += o.Size
-	}
-	return n, bytes, nil
+	return used, hits, misses
 }

@@ -2,7 +2,6 @@ package disk
 
 import (
 	"container/list"
-	"strings"
 	"time"
 
 	"github.com/sealcache/sealcache/cas"
@@ -31,16 +30,8 @@ func newIndex() *index {
 	return &index{order: list.New(), byPath: make(map[string]*list.Element), byOrg: make(map[string]int64)}
 }
 
-// orgOf is the first segment of a partition.
-func orgOf(partition string) string {
-	if i := strings.IndexByte(partition, '/'); i >= 0 {
-		return partition[:i]
-	}
-	return partition
-}
-
 func (ix *index) account(e *entry, sign int64) {
-	org := orgOf(e.key.Partition)
+	org := e.key.Partition.Org()
 	ix.used += sign * e.size
 	ix.byOrg[org] += sign * e.size
 	if ix.byOrg[org] == 0 {
@@ -72,14 +63,6 @@ func (ix *index) use(rel string, now time.Time, interval time.Duration) (e *entr
 func (ix *index) addFront(e *entry) {
 	ix.remove(e.rel)
 	ix.byPath[e.rel] = ix.order.PushFront(e)
-	ix.account(e, 1)
-}
-
-// addBack inserts e as the least recently used object (used while loading,
-// oldest first from the back).
-func (ix *index) addBack(e *entry) {
-	ix.remove(e.rel)
-	ix.byPath[e.rel] = ix.order.PushBack(e)
 	ix.account(e, 1)
 }
 

@@ -25,28 +25,6 @@ const instancePrefix = "i"
 // 255-byte file name limit of common file systems.
 const maxInstanceLen = 120
 
-// validatePartition checks that p is one or more "/"-separated segments of
-// [A-Za-z0-9_-]+.
-func validatePartition(p string) error {
-	if p == "" {
-		return fmt.Errorf("partition is empty; every object needs a partition such as the org id")
-	}
-	segStart := 0
-	for i := 0; i <= len(p); i++ {
-		if i == len(p) || p[i] == '/' {
-			if i == segStart {
-				return fmt.Errorf("partition %q has an empty segment; segments are separated by a single \"/\"", p)
-			}
-			segStart = i + 1
-			continue
-		}
-		if c := p[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return fmt.Errorf("partition %q has character %q; segments may only hold A-Z, a-z, 0-9, '_' and '-'", p, c)
-		}
-	}
-	return nil
-}
-
 // hexLengths holds the hash length of every supported digest function and
 // dirNames its directory name, computed once: relPath is on every request's
 // path.
@@ -88,7 +66,7 @@ func isLowerHex(s string) bool {
 // separator. It validates every part of the key, so nothing in a key can
 // escape the directory.
 func relPath(k cas.Key) (string, error) {
-	if err := validatePartition(k.Partition); err != nil {
+	if err := k.Partition.Validate(); err != nil {
 		return "", err
 	}
 	if err := validateDigest(k); err != nil {
@@ -96,7 +74,7 @@ func relPath(k cas.Key) (string, error) {
 	}
 	var b strings.Builder
 	b.Grow(len(k.Partition) + 2*len(k.Instance) + len(k.Digest.Hash) + 40)
-	b.WriteString(k.Partition)
+	b.WriteString(string(k.Partition))
 	switch k.Kind {
 	case cas.KindCAS:
 		b.WriteString("/" + casDir + "/")
@@ -134,8 +112,8 @@ func parseRelPath(rel string) (cas.Key, error) {
 		return cas.Key{}, fmt.Errorf("no partition and kind directory in %q", rel)
 	}
 	var k cas.Key
-	k.Partition = strings.Join(parts[:kindAt], "/")
-	if err := validatePartition(k.Partition); err != nil {
+	k.Partition = cas.Partition(strings.Join(parts[:kindAt], "/"))
+	if err := k.Partition.Validate(); err != nil {
 		return cas.Key{}, err
 	}
 	rest := parts[kindAt+1:]
@@ -178,10 +156,4 @@ func parseRelPath(rel string) (cas.Key, error) {
 	}
 	k.Digest = d
 	return k, nil
-}
-
-// inPartition reports whether an object of partition objPart lies at or
-// below partition p (segment-wise: "org1" does not contain "org10").
-func inPartition(objPart, p string) bool {
-	return objPart == p || strings.HasPrefix(objPart, p+"/")
 }

@@ -16,8 +16,8 @@ import (
 // WalkPartition calls fn for every object at or below partition, in path
 // order. It walks a snapshot of the index: objects stored during the walk
 // may or may not be seen.
-func (s *Store) WalkPartition(ctx context.Context, partition string, fn func(cas.StoredObject) error) error {
-	if err := validatePartition(partition); err != nil {
+func (s *Store) WalkPartition(ctx context.Context, partition cas.Partition, fn func(cas.StoredObject) error) error {
+	if err := partition.Validate(); err != nil {
 		return err
 	}
 	type item struct {
@@ -31,7 +31,7 @@ func (s *Store) WalkPartition(ctx context.Context, partition string, fn func(cas
 		return errClosed
 	}
 	s.ix.each(func(e *entry) {
-		if inPartition(e.key.Partition, partition) {
+		if partition.Contains(e.key.Partition) {
 			items = append(items, item{e.rel, cas.StoredObject{Key: e.key, Size: e.size}})
 		}
 	})
@@ -53,8 +53,8 @@ func (s *Store) WalkPartition(ctx context.Context, partition string, fn func(cas
 // (one rename) and removed after it is released, so other requests are not
 // held up by a large delete. A Put to the partition that finishes after the
 // delete stores its object as usual.
-func (s *Store) DeletePartition(ctx context.Context, partition string) (int64, error) {
-	if err := validatePartition(partition); err != nil {
+func (s *Store) DeletePartition(ctx context.Context, partition cas.Partition) (int64, error) {
+	if err := partition.Validate(); err != nil {
 		return 0, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -74,7 +74,7 @@ func (s *Store) DeletePartition(ctx context.Context, partition string) (int64, e
 	var doomed []string
 	var freed int64
 	s.ix.each(func(e *entry) {
-		if inPartition(e.key.Partition, partition) {
+		if partition.Contains(e.key.Partition) {
 			doomed = append(doomed, e.rel)
 			freed += e.size
 		}
@@ -82,7 +82,7 @@ func (s *Store) DeletePartition(ctx context.Context, partition string) (int64, e
 	for _, rel := range doomed {
 		s.ix.remove(rel)
 	}
-	src := filepath.Join(s.objectsDir, filepath.FromSlash(partition))
+	src := filepath.Join(s.objectsDir, filepath.FromSlash(string(partition)))
 	err = os.Rename(src, filepath.Join(trash, "p"))
 	s.mu.Unlock()
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

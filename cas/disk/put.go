@@ -22,40 +22,27 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 
 // Put streams r into a temp file and renames it into place. A read error, a
 // cancelled ctx or an object larger than the store publishes nothing.
-func (s *Store) Put(ctx context.Context, key cas.Key, r io.Reader) error {
+func (s *Store) Put(ctx context.Context, key cas.Key, sizeHint int64, r io.Reader) error {
 	rel, err := relPath(key)
 	if err != nil {
 		return err
 	}
-	if isEmptyBlob(key) {
-		return drainEmpty(key, r)
-	}
-	if key.Kind == cas.KindCAS && key.Digest.Size > s.maxSize {
-		return fmt.Errorf("storing %s: %w: the blob is larger than the whole disk store (%d bytes); raise the size limit", key, cas.ErrFull, s.maxSize)
+	if sizeHint > s.maxSize {
+		return fmt.Errorf("storing %s: %w: %d bytes is more than the whole disk store (%d bytes); raise --max_size", key, cas.ErrTooLarge, sizeHint, s.maxSize)
 	}
 	tmp, size, err := s.writeTemp(ctx, key, r)
 	if err != nil {
 		return err
+	}
+	if sizeHint != cas.SizeUnknown && size != sizeHint {
+		os.Remove(tmp)
+		return fmt.Errorf("storing %s: received %d bytes, announced %d", key, size, sizeHint)
 	}
 	if err := s.publish(key, rel, tmp, size); err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	return nil
-}
-
-// drainEmpty accepts an upload of the empty blob, which is never stored.
-func drainEmpty(key cas.Key, r io.Reader) error {
-	var one [1]byte
-	n, err := io.ReadFull(r, one[:])
-	switch {
-	case n > 0:
-		return fmt.Errorf("storing %s: the empty blob was sent with data", key)
-	case err == io.EOF:
-		return nil
-	default:
-		return fmt.Errorf("storing %s: reading the upload: %w", key, err)
-	}
 }
 
 // writeTemp copies r into a new file in tmp/ and returns its path and size.
@@ -82,7 +69,7 @@ func (s *Store) writeTemp(ctx context.Context, key cas.Key, r io.Reader) (path s
 		if n > 0 {
 			size += int64(n)
 			if size > s.maxSize {
-				return "", 0, fmt.Errorf("storing %s: %w: the upload is larger than the whole disk store (%d bytes); raise the size limit", key, cas.ErrFull, s.maxSize)
+				return "", 0, fmt.Errorf("storing %s: %w: the upload is larger than the whole disk store (%d bytes); raise --max_size", key, cas.ErrTooLarge, s.maxSize)
 			}
 			if _, werr := f.Write(buf[:n]); werr != nil {
 				return "", 0, writeErr(key, werr)

@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -170,10 +169,10 @@ func (s *Store) Stats() Stats {
 
 // OrgUsage returns the bytes stored for an org (the first partition
 // segment), plain and sealed together, from the index: no disk access.
-func (s *Store) OrgUsage(org string) int64 {
+func (s *Store) OrgUsage(ctx context.Context, org string) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ix.byOrg[org]
+	return s.ix.byOrg[org], nil
 }
 
 func (s *Store) statsLocked() Stats {
@@ -182,61 +181,52 @@ func (s *Store) statsLocked() Stats {
 
 func (s *Store) abs(rel string) string { return filepath.Join(s.objectsDir, rel) }
 
-// isEmptyBlob: the empty CAS blob is always present and never stored.
-func isEmptyBlob(k cas.Key) bool { return k.Kind == cas.KindCAS && k.Digest.IsEmpty() }
-
 func notFound(k cas.Key) error { return fmt.Errorf("%s: %w", k, cas.ErrNotFound) }
 
-// Get opens the object at offset. The returned reader is an *os.File.
-func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, error) {
+// Get opens the object at offset.
+func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
 	rel, err := relPath(key)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if offset < 0 {
-		return nil, fmt.Errorf("reading %s: negative offset %d", key, offset)
-	}
-	if isEmptyBlob(key) {
-		if offset > 0 {
-			return nil, fmt.Errorf("reading %s: offset %d is beyond the end of the empty blob", key, offset)
-		}
-		return io.NopCloser(bytes.NewReader(nil)), nil
+		return nil, 0, fmt.Errorf("reading %s: negative offset %d", key, offset)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	found, refresh, err := s.markUsed([]string{rel})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if !found[0] {
-		return nil, notFound(key)
+		return nil, 0, notFound(key)
 	}
 	path := s.abs(rel)
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, notFound(key) // evicted or deleted since the index lookup
+		return nil, 0, notFound(key) // evicted or deleted since the index lookup
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", key, err)
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
 	}
 	s.refreshMtimes(refresh)
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	if offset > info.Size() {
+		f.Close()
+		return nil, 0, fmt.Errorf("reading %s: offset %d is beyond the end of the object (%d bytes)", key, offset, info.Size())
+	}
 	if offset > 0 {
-		info, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("reading %s: %w", key, err)
-		}
-		if offset > info.Size() {
-			f.Close()
-			return nil, fmt.Errorf("reading %s: offset %d is beyond the end of the object (%d bytes)", key, offset, info.Size())
-		}
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("reading %s: %w", key, err)
+			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
 		}
 	}
-	return f, nil
+	return f, info.Size(), nil
 }
 
 // FindMissing reports the keys not stored; every hit counts as a use, which
@@ -247,9 +237,6 @@ func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, err
 		rel, err := relPath(k)
 		if err != nil {
 			return nil, err
-		}
-		if isEmptyBlob(k) {
-			rel = "" // always present
 		}
 		rels[i] = rel
 	}
@@ -310,9 +297,6 @@ func (s *Store) Delete(ctx context.Context, key cas.Key) error {
 	rel, err := relPath(key)
 	if err != nil {
 		return err
-	}
-	if isEmptyBlob(key) {
-		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,11 +1,13 @@
 package verify
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
 
 	"github.com/sealcache/sealcache/cas"
 )
@@ -14,70 +16,77 @@ import (
 // read offset.
 const scratchSize = 64 << 10
 
-// Get returns a reader over the CAS object from offset that fails with
-// ErrCorrupt instead of delivering the last byte of a blob that does not
-// match its digest. Reading from offset > 0 still reads and hashes the
-// object from its start.
-func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, error) {
-	if key.Kind != cas.KindCAS {
-		return s.inner.Get(ctx, key, offset)
-	}
-	if key.Digest.Size == cas.SizeUnknown {
-		return s.getUnknownSize(ctx, key, offset)
-	}
-	if offset < 0 || offset > key.Digest.Size {
-		return nil, fmt.Errorf("reading %s: offset %d is outside the blob (0 to %d)", key, offset, key.Digest.Size)
-	}
-	h, err := cas.NewHasher(key.Digest.Function)
+// Get returns a reader over the object from offset that fails with
+// ErrCorrupt instead of delivering the last byte of an object that does not
+// match its digest (CAS) or checksum (AC). Reading from offset > 0 still
+// reads and hashes the object from its start.
+func (s *checkingStore) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
+	rc, stored, err := s.inner.Get(ctx, key, 0)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", key, err)
+		return nil, 0, err
 	}
-	rc, err := s.inner.Get(ctx, key, 0)
-	if err != nil {
-		return nil, err
+	d := &downloadReader{ctx: ctx, store: s, key: key, src: rc, skip: offset}
+	switch {
+	case key.Kind == cas.KindAC:
+		d.size = stored - ACChecksumSize
+		d.trailer = ACChecksumSize
+		d.h = sha256.New()
+	case key.Digest.Size == cas.SizeUnknown:
+		// The HTTP protocol names blobs by hash alone: the stored length
+		// is the size, and the hash is checked like any other.
+		d.size = stored
+	default:
+		d.size = key.Digest.Size
 	}
-	// A file of the wrong length is caught before the first byte when the
-	// inner store hands out files (the disk store does).
-	if st, ok := rc.(interface{ Stat() (fs.FileInfo, error) }); ok {
-		if info, err := st.Stat(); err == nil && info.Mode().IsRegular() && info.Size() != key.Digest.Size {
+	if d.h == nil {
+		if d.h, err = cas.NewHasher(key.Digest.Function); err != nil {
 			rc.Close()
-			err := fmt.Errorf("%w: %s has %d bytes on storage", ErrCorrupt, key, info.Size())
-			s.dropCorrupt(ctx, key, err)
-			// The object is gone now, so to the caller this is also a miss:
-			// Bazel will rebuild and upload it again.
-			return nil, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
+			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
 		}
 	}
-	return &downloadReader{ctx: ctx, store: s, key: key, stored: key, src: rc, h: h, skip: offset}, nil
+	if d.size < 0 || d.size+int64(d.trailer) != stored {
+		// An object of the wrong length is caught before its first byte.
+		rc.Close()
+		err := fmt.Errorf("%w: %s has %d bytes on storage", ErrCorrupt, key, stored)
+		s.dropCorrupt(ctx, key, err)
+		// The object is gone now, so to the caller this is also a miss:
+		// Bazel will rebuild and upload it again.
+		return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
+	}
+	if offset < 0 || offset > d.size {
+		rc.Close()
+		return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, d.size)
+	}
+	return d, d.size, nil
 }
 
 // dropCorrupt deletes a corrupt object and logs it. The delete outlives the
 // request's context: a corrupt object must not stay behind because the
 // client hung up.
-func (s *Store) dropCorrupt(ctx context.Context, key cas.Key, cause error) {
+func (s *checkingStore) dropCorrupt(ctx context.Context, key cas.Key, cause error) {
 	err := s.inner.Delete(context.WithoutCancel(ctx), key)
 	if err != nil {
-		s.logger.Error("corrupt blob could not be deleted; it stays unservable", "key", key.String(), "problem", cause.Error(), "delete_error", err.Error())
+		s.logger.Error("corrupt object could not be deleted; it stays unservable", "key", key.String(), "problem", cause.Error(), "delete_error", err.Error())
 		return
 	}
-	s.logger.Warn("deleted corrupt blob", "key", key.String(), "problem", cause.Error())
+	s.logger.Warn("deleted corrupt object", "key", key.String(), "problem", cause.Error())
 }
 
-// downloadReader hashes the whole object while serving bytes from skip on.
-// Every byte but the blob's last is passed through as read; the last is
-// released only after the inner reader reached EOF with the right hash.
+// downloadReader hashes the whole object while serving its bytes from skip
+// on. Every byte but the object's last is passed through as read; the last
+// is released only after the inner reader reached EOF and the object
+// checked out: against the key's digest (CAS) or the stored trailer (AC).
 type downloadReader struct {
-	ctx   context.Context
-	store *Store
-	key   cas.Key // what the bytes must match
-	// stored is the key to delete when they do not; it differs from key
-	// only for blobs stored under cas.SizeUnknown.
-	stored cas.Key
-	src    io.ReadCloser
-	h      hash.Hash
+	ctx     context.Context
+	store   *checkingStore
+	key     cas.Key
+	src     io.ReadCloser
+	h       hash.Hash
+	size    int64 // bytes served to the caller, before any trailer
+	trailer int   // checksum bytes stored after them (AC only)
 
 	skip    int64  // bytes at the start still to hash and discard
-	n       int64  // bytes read from src so far
+	n       int64  // object bytes read from src so far
 	scratch []byte // for skipped bytes, allocated only when skipping
 	tail    []byte // verified final bytes not yet returned
 	err     error  // sticky: io.EOF after a good end, or the failure
@@ -96,8 +105,7 @@ func (d *downloadReader) Read(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		size := d.key.Digest.Size
-		if d.n >= size-1 {
+		if d.n >= d.size-1 {
 			d.finish()
 			continue
 		}
@@ -110,7 +118,7 @@ func (d *downloadReader) Read(p []byte) (int, error) {
 			dst, discard = d.scratch, true
 			dst = dst[:min(int64(len(dst)), d.skip-d.n)]
 		}
-		dst = dst[:min(int64(len(dst)), size-1-d.n)]
+		dst = dst[:min(int64(len(dst)), d.size-1-d.n)]
 		n, err := d.src.Read(dst)
 		d.h.Write(dst[:n])
 		d.n += int64(n)
@@ -131,22 +139,21 @@ func (d *downloadReader) Read(p []byte) (int, error) {
 	}
 }
 
-// finish reads the rest of src (normally one byte and EOF), checks size and
-// hash, and on success queues the tail bytes that lie at or after skip.
+// finish reads the rest of src (normally the last byte, any trailer and
+// EOF), checks it, and on success queues the final bytes that lie at or
+// after skip.
 func (d *downloadReader) finish() {
-	size := d.key.Digest.Size
 	start := d.n
-	var buf [64]byte // enough for the last byte plus a sign of excess
-	var tail []byte
+	want := d.size + int64(d.trailer)
+	var buf [64]byte // the last byte, a trailer and a sign of excess fit
+	var rest []byte
 	for {
 		n, err := d.src.Read(buf[:])
-		d.h.Write(buf[:n])
-		d.n += int64(n)
-		if d.n > size {
-			d.fail(fmt.Errorf("%w: %s has more than %d bytes", ErrCorrupt, d.key, size))
+		rest = append(rest, buf[:n]...)
+		if start+int64(len(rest)) > want {
+			d.fail(fmt.Errorf("%w: %s has more than %d bytes", ErrCorrupt, d.key, want))
 			return
 		}
-		tail = append(tail, buf[:n]...)
 		if err == io.EOF {
 			break
 		}
@@ -155,51 +162,33 @@ func (d *downloadReader) finish() {
 			return
 		}
 	}
-	if got := digestOf(d.key.Digest.Function, d.h, d.n); got != d.key.Digest {
-		d.fail(fmt.Errorf("%w: %s reads back as %s", ErrCorrupt, d.key, got))
+	if start+int64(len(rest)) < want {
+		d.fail(fmt.Errorf("%w: %s ended after %d bytes", ErrCorrupt, d.key, start+int64(len(rest))))
+		return
+	}
+	body, trailer := rest[:len(rest)-d.trailer], rest[len(rest)-d.trailer:]
+	d.h.Write(body)
+	d.n += int64(len(body))
+	sum := d.h.Sum(nil)
+	if d.trailer > 0 {
+		if !bytes.Equal(sum, trailer) {
+			d.fail(fmt.Errorf("%w: %s does not match its stored checksum", ErrCorrupt, d.key))
+			return
+		}
+	} else if got := hex.EncodeToString(sum); got != d.key.Digest.Hash {
+		d.fail(fmt.Errorf("%w: %s reads back as %d bytes hashing to %s", ErrCorrupt, d.key, d.n, got))
 		return
 	}
 	if from := d.skip - start; from > 0 {
-		tail = tail[from:]
+		body = body[from:]
 	}
-	d.tail = tail
+	d.tail = body
 	d.err = io.EOF
 }
 
 func (d *downloadReader) fail(err error) {
 	d.err = err
-	d.store.dropCorrupt(d.ctx, d.stored, err)
+	d.store.dropCorrupt(d.ctx, d.key, err)
 }
 
 func (d *downloadReader) Close() error { return d.src.Close() }
-
-// getUnknownSize serves a blob of the HTTP cache protocol, which is named
-// by hash alone: the size comes from the stored file, then the blob is
-// checked like any other.
-func (s *Store) getUnknownSize(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, error) {
-	h, err := cas.NewHasher(key.Digest.Function)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", key, err)
-	}
-	rc, err := s.inner.Get(ctx, key, 0)
-	if err != nil {
-		return nil, err
-	}
-	st, ok := rc.(interface{ Stat() (fs.FileInfo, error) })
-	if !ok {
-		rc.Close()
-		return nil, fmt.Errorf("reading %s: the store cannot tell the size of a blob named by hash alone", key)
-	}
-	info, err := st.Stat()
-	if err != nil {
-		rc.Close()
-		return nil, fmt.Errorf("reading %s: %w", key, err)
-	}
-	known := key
-	known.Digest.Size = info.Size()
-	if offset < 0 || offset > known.Digest.Size {
-		rc.Close()
-		return nil, fmt.Errorf("reading %s: offset %d is outside the blob (0 to %d)", key, offset, known.Digest.Size)
-	}
-	return &downloadReader{ctx: ctx, store: s, key: known, stored: key, src: rc, h: h, skip: offset}, nil
-}

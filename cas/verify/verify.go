@@ -1,24 +1,30 @@
-// Package verify is the storage behaviour that keeps CAS objects honest
-// when they are stored as plain bytes: a Put is published only if its bytes
-// hash to the key's digest, and a Get never completes with bytes that do
-// not. AC entries pass straight through (an ActionResult does not hash to
-// its action digest).
+// Package verify is the storage behaviour that keeps objects stored as
+// plain bytes honest.
+//
+// CAS blobs: a Put is published only if its bytes hash to the key's digest,
+// and a Get never completes with bytes that do not.
+//
+// AC entries (an ActionResult, or an HTTP client's opaque entry, which do
+// not hash to their key) are stored with a trailer: the SHA-256 of the
+// entry. A Get checks it the same way, so an entry changed on disk is never
+// served as valid.
 //
 // Put hashes the upload while handing it to the inner store; on a mismatch
 // the reader the inner store consumes returns an error, so the inner store
 // publishes nothing. An upload longer than the digest size fails as soon as
 // it has one byte too many.
 //
-// Get hashes while the caller reads and holds back the blob's final byte
-// until the whole object has been read from the inner store and its hash
-// checked. A corrupt object therefore ends in an error wrapping ErrCorrupt,
-// never in a complete stream; it is deleted from the inner store and logged
-// at WARN, so the next FindMissing reports it and Bazel uploads it again.
-// Memory is independent of blob size.
+// Get hashes while the caller reads and holds back the object's final byte
+// until the whole object has been read from the inner store and checked. A
+// corrupt object therefore ends in an error wrapping ErrCorrupt, never in a
+// complete stream; it is deleted from the inner store and logged at WARN, so
+// the next lookup is a clean miss and Bazel uploads it again. Memory is
+// independent of object size.
 package verify
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -34,8 +40,12 @@ import (
 var ErrDigestMismatch = errors.New("blob does not match its digest")
 
 // ErrCorrupt is wrapped by Get errors (at open or from Read) for stored
-// bytes that do not match their digest.
-var ErrCorrupt = errors.New("stored blob is corrupt")
+// bytes that do not match their digest or checksum.
+var ErrCorrupt = errors.New("stored object is corrupt")
+
+// ACChecksumSize is the length of the SHA-256 trailer stored after every
+// plain AC entry.
+const ACChecksumSize = sha256.Size
 
 // MismatchError details an upload that did not match its digest.
 type MismatchError struct {
@@ -48,16 +58,20 @@ type MismatchError struct {
 }
 
 func (e *MismatchError) Error() string {
-	if e.Received > e.Expected.Size {
-		return fmt.Sprintf("blob %s does not match its digest: received more than %d bytes", e.Expected, e.Expected.Size)
+	if e.Expected.Size != cas.SizeUnknown && e.Received > e.Expected.Size {
+		return fmt.Sprintf("blob %s does not match its digest: received more than its %d bytes", e.Expected, e.Expected.Size)
+	}
+	if e.Expected.Size == cas.SizeUnknown {
+		return fmt.Sprintf("blob does not match its hash: expected %s, received %d bytes hashing to %s",
+			e.Expected.Hash, e.Received, e.Actual.Hash)
 	}
 	return fmt.Sprintf("blob %s does not match its digest: received %d bytes hashing to %s", e.Expected, e.Received, e.Actual)
 }
 
 func (e *MismatchError) Unwrap() error { return ErrDigestMismatch }
 
-// Store wraps an inner BlobStore with digest verification of CAS objects.
-type Store struct {
+// checkingStore wraps an inner BlobStore with digest and checksum checks.
+type checkingStore struct {
 	inner  cas.BlobStore
 	logger *slog.Logger
 }
@@ -67,16 +81,16 @@ func New(inner cas.BlobStore, logger *slog.Logger) cas.BlobStore {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{inner: inner, logger: logger}
+	return &checkingStore{inner: inner, logger: logger}
 }
 
 // FindMissing passes through.
-func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
+func (s *checkingStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
 	return s.inner.FindMissing(ctx, keys)
 }
 
 // Delete passes through.
-func (s *Store) Delete(ctx context.Context, key cas.Key) error {
+func (s *checkingStore) Delete(ctx context.Context, key cas.Key) error {
 	return s.inner.Delete(ctx, key)
 }
 
@@ -85,35 +99,55 @@ func digestOf(fn cas.DigestFunction, h hash.Hash, size int64) cas.Digest {
 	return cas.Digest{Function: fn, Hash: hex.EncodeToString(h.Sum(nil)), Size: size}
 }
 
-// Put streams r to the inner store, which publishes it only if it matches
-// key.Digest.
-func (s *Store) Put(ctx context.Context, key cas.Key, r io.Reader) error {
-	if key.Kind != cas.KindCAS {
-		return s.inner.Put(ctx, key, r)
+// Put streams r to the inner store, which publishes it only if a CAS blob
+// matches key.Digest; an AC entry gets its checksum trailer.
+func (s *checkingStore) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) error {
+	if key.Kind == cas.KindAC {
+		stored := int64(cas.SizeUnknown)
+		if size != cas.SizeUnknown {
+			stored = size + ACChecksumSize
+		}
+		return s.inner.Put(ctx, key, stored, &checksumAppender{r: r, h: sha256.New()})
 	}
 	vr, err := newUploadReader(r, key.Digest)
 	if err != nil {
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
-	err = s.inner.Put(ctx, key, vr)
+	if size == cas.SizeUnknown && key.Digest.Size != cas.SizeUnknown {
+		size = key.Digest.Size
+	}
+	err = s.inner.Put(ctx, key, size, vr)
 	if vr.mismatch != nil {
 		return vr.mismatch // whatever the inner store made of it
 	}
-	if err != nil {
-		return err
-	}
-	if !vr.checked {
-		// The inner store returned without reading to EOF, so the upload's
-		// end is unchecked: finish reading it, and take the object back if
-		// it was wrong.
-		if _, err := io.Copy(io.Discard, vr); err != nil {
-			if delErr := s.inner.Delete(context.WithoutCancel(ctx), key); delErr != nil {
-				s.logger.Error("could not delete a mismatching upload", "key", key.String(), "error", delErr.Error())
-			}
-			return err
+	return err
+}
+
+// checksumAppender yields r's bytes, then their SHA-256.
+type checksumAppender struct {
+	r       io.Reader
+	h       hash.Hash
+	trailer []byte // set at r's EOF; what is left to send
+}
+
+func (c *checksumAppender) Read(p []byte) (int, error) {
+	if c.trailer == nil {
+		n, err := c.r.Read(p)
+		c.h.Write(p[:n])
+		if err != io.EOF {
+			return n, err
+		}
+		c.trailer = c.h.Sum(nil)
+		if n > 0 {
+			return n, nil
 		}
 	}
-	return nil
+	if len(c.trailer) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.trailer)
+	c.trailer = c.trailer[n:]
+	return n, nil
 }
 
 // uploadReader hashes and counts an upload and turns a mismatch into a read

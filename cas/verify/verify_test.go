@@ -7,9 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -17,20 +14,14 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 
 	"github.com/sealcache/sealcache/cas"
-	"github.com/sealcache/sealcache/cas/disk"
+	"github.com/sealcache/sealcache/cas/memory"
 )
 
-// newStores returns verify over a real disk store, the disk store itself
-// and its directory.
-func newStores(t testing.TB) (cas.BlobStore, *disk.Store, string) {
+// newStores returns verify over the shared in-memory fake, and the fake.
+func newStores(t testing.TB) (cas.BlobStore, *memory.Store) {
 	t.Helper()
-	dir := t.TempDir()
-	d, err := disk.Open(dir, 1<<30, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return New(d, nil), d, dir
+	inner := memory.New()
+	return New(inner, nil), inner
 }
 
 func keyFor(fn cas.DigestFunction, data []byte) cas.Key {
@@ -39,10 +30,18 @@ func keyFor(fn cas.DigestFunction, data []byte) cas.Key {
 
 func sha(data []byte) cas.Key { return keyFor(repb.DigestFunction_SHA256, data) }
 
+func acKey(action string) cas.Key {
+	return cas.Key{Partition: "org1", Kind: cas.KindAC, Instance: "linux", Digest: cas.DigestOf(repb.DigestFunction_SHA256, []byte(action))}
+}
+
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
+}
+
+func put(s cas.BlobStore, k cas.Key, data []byte) error {
+	return s.Put(context.Background(), k, int64(len(data)), bytes.NewReader(data))
 }
 
 func missing(t testing.TB, s cas.BlobStore, k cas.Key) bool {
@@ -61,7 +60,7 @@ type smallReads struct{ r io.Reader }
 func (s smallReads) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), 997)]) }
 
 func readAll(s cas.BlobStore, k cas.Key, offset int64) ([]byte, error) {
-	rc, err := s.Get(context.Background(), k, offset)
+	rc, _, err := s.Get(context.Background(), k, offset)
 	if err != nil {
 		return nil, err
 	}
@@ -69,31 +68,13 @@ func readAll(s cas.BlobStore, k cas.Key, offset int64) ([]byte, error) {
 	return io.ReadAll(smallReads{rc})
 }
 
-// objectFile finds the file that holds k in the disk store's directory.
-func objectFile(t *testing.T, dir string, k cas.Key) string {
-	t.Helper()
-	name := fmt.Sprintf("%s-%d", k.Digest.Hash, k.Digest.Size)
-	var found string
-	filepath.WalkDir(filepath.Join(dir, "objects"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Name() == name {
-			found = p
-		}
-		return nil
-	})
-	if found == "" {
-		t.Fatalf("no file for %s", k)
-	}
-	return found
-}
-
 func TestPutGetRoundTrip(t *testing.T) {
-	s, _, _ := newStores(t)
-	ctx := context.Background()
+	s, _ := newStores(t)
 	for _, fn := range cas.SupportedDigestFunctions {
 		for _, size := range []int{0, 1, 2, 1000, 300_000} {
 			data := randomBytes(size)
 			k := keyFor(fn, data)
-			if err := s.Put(ctx, k, bytes.NewReader(data)); err != nil {
+			if err := put(s, k, data); err != nil {
 				t.Fatalf("%s size %d: Put: %v", fn, size, err)
 			}
 			got, err := readAll(s, k, 0)
@@ -105,9 +86,9 @@ func TestPutGetRoundTrip(t *testing.T) {
 }
 
 func TestPutWrongHashStoresNothing(t *testing.T) {
-	s, inner, _ := newStores(t)
+	s, inner := newStores(t)
 	k := sha([]byte("abc"))
-	err := s.Put(context.Background(), k, strings.NewReader("abd"))
+	err := s.Put(context.Background(), k, 3, strings.NewReader("abd"))
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("Put = %v, want ErrDigestMismatch", err)
 	}
@@ -125,10 +106,10 @@ func TestPutWrongHashStoresNothing(t *testing.T) {
 }
 
 func TestPutWrongSizeStoresNothing(t *testing.T) {
-	s, inner, _ := newStores(t)
+	s, inner := newStores(t)
 	for _, sent := range []string{"abc", "abcde"} {
 		k := sha([]byte("abcd"))
-		err := s.Put(context.Background(), k, strings.NewReader(sent))
+		err := s.Put(context.Background(), k, cas.SizeUnknown, strings.NewReader(sent))
 		if !errors.Is(err, ErrDigestMismatch) {
 			t.Fatalf("Put of %q for a 4-byte digest = %v, want ErrDigestMismatch", sent, err)
 		}
@@ -150,11 +131,11 @@ func (e *endless) Read(p []byte) (int, error) {
 }
 
 func TestPutOversizeStreamStopsEarly(t *testing.T) {
-	s, inner, _ := newStores(t)
+	s, inner := newStores(t)
 	k := sha([]byte("abc"))
 	src := &endless{}
-	err := s.Put(context.Background(), k, src)
-	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "received more than 3 bytes") {
+	err := s.Put(context.Background(), k, 3, src)
+	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "received more than its 3 bytes") {
 		t.Fatalf("Put of an endless stream = %v", err)
 	}
 	if src.n > 4 {
@@ -166,22 +147,22 @@ func TestPutOversizeStreamStopsEarly(t *testing.T) {
 }
 
 func TestPutEmptyBlob(t *testing.T) {
-	s, _, _ := newStores(t)
+	s, _ := newStores(t)
 	k := sha(nil)
-	if err := s.Put(context.Background(), k, strings.NewReader("")); err != nil {
+	if err := s.Put(context.Background(), k, 0, strings.NewReader("")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(context.Background(), k, strings.NewReader("x")); !errors.Is(err, ErrDigestMismatch) {
+	if err := s.Put(context.Background(), k, cas.SizeUnknown, strings.NewReader("x")); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("empty digest with data: %v, want ErrDigestMismatch", err)
 	}
 }
 
 func TestPutReaderErrorPassesThrough(t *testing.T) {
-	s, inner, _ := newStores(t)
+	s, inner := newStores(t)
 	data := randomBytes(10_000)
 	k := sha(data)
 	boom := errors.New("connection reset")
-	err := s.Put(context.Background(), k, io.MultiReader(bytes.NewReader(data[:5000]), iotest.ErrReader(boom)))
+	err := s.Put(context.Background(), k, int64(len(data)), io.MultiReader(bytes.NewReader(data[:5000]), iotest.ErrReader(boom)))
 	if !errors.Is(err, boom) || errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("Put = %v, want the reader's error and no mismatch", err)
 	}
@@ -190,22 +171,84 @@ func TestPutReaderErrorPassesThrough(t *testing.T) {
 	}
 }
 
-func TestACPassesThrough(t *testing.T) {
-	s, _, _ := newStores(t)
-	k := cas.Key{Partition: "org1", Kind: cas.KindAC, Instance: "linux", Digest: cas.DigestOf(repb.DigestFunction_SHA256, []byte("action"))}
-	if err := s.Put(context.Background(), k, strings.NewReader("an ActionResult")); err != nil {
+func TestACEntryRoundTripsWithAChecksumTrailer(t *testing.T) {
+	s, inner := newStores(t)
+	k := acKey("action")
+	entry := []byte("an ActionResult, or a ccache entry")
+	if err := put(s, k, entry); err != nil {
 		t.Fatalf("AC Put: %v", err)
 	}
-	if got, err := readAll(s, k, 0); err != nil || string(got) != "an ActionResult" {
-		t.Fatalf("AC Get = %q, %v", got, err)
+	if got := inner.Raw(k); len(got) != len(entry)+ACChecksumSize || !bytes.Equal(got[:len(entry)], entry) {
+		t.Fatalf("stored AC entry is %d bytes; want the entry and a %d-byte checksum", len(got), ACChecksumSize)
+	}
+	rc, size, err := s.Get(context.Background(), k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if size != int64(len(entry)) || !bytes.Equal(got, entry) {
+		t.Fatalf("AC Get = %q (size %d); want %q", got, size, entry)
+	}
+	if got, err := readAll(s, k, 3); err != nil || !bytes.Equal(got, entry[3:]) {
+		t.Fatalf("AC Get at offset 3 = %q, %v", got, err)
+	}
+}
+
+func TestEmptyACEntry(t *testing.T) {
+	s, _ := newStores(t)
+	k := acKey("empty result")
+	if err := put(s, k, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(s, k, 0); err != nil || len(got) != 0 {
+		t.Fatalf("empty AC entry read back as %q, %v", got, err)
+	}
+}
+
+// An AC entry changed on disk (CMEK orgs are protected by the AEAD, plain
+// ones by the checksum) is a miss and is deleted, never served.
+func TestCorruptACEntryIsAMissAndDeleted(t *testing.T) {
+	entry := []byte("an ActionResult that someone edits on disk")
+	for _, change := range []string{"flip entry byte", "flip checksum byte", "truncate", "append", "drop checksum"} {
+		t.Run(change, func(t *testing.T) {
+			s, inner := newStores(t)
+			k := acKey("action")
+			if err := put(s, k, entry); err != nil {
+				t.Fatal(err)
+			}
+			raw := inner.Raw(k)
+			switch change {
+			case "flip entry byte":
+				raw[5] ^= 1
+			case "flip checksum byte":
+				raw[len(raw)-1] ^= 1
+			case "truncate":
+				raw = raw[:len(raw)-1]
+			case "append":
+				raw = append(raw, 0)
+			case "drop checksum":
+				raw = raw[:len(entry)]
+			}
+			inner.Set(k, raw)
+			// The read ends in an error, never in a clean EOF, so no
+			// client takes what it got for the entry.
+			got, err := readAll(s, k, 0)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Get of a corrupt AC entry = %q, %v; want ErrCorrupt", got, err)
+			}
+			if !missing(t, inner, k) {
+				t.Fatal("the corrupt AC entry is still stored")
+			}
+		})
 	}
 }
 
 func TestOffsetReads(t *testing.T) {
-	s, _, _ := newStores(t)
+	s, _ := newStores(t)
 	data := randomBytes(200_000)
 	k := sha(data)
-	if err := s.Put(context.Background(), k, bytes.NewReader(data)); err != nil {
+	if err := put(s, k, data); err != nil {
 		t.Fatal(err)
 	}
 	for _, off := range []int64{0, 1, 65_535, 65_536, 100_000, 199_999, 200_000} {
@@ -214,20 +257,20 @@ func TestOffsetReads(t *testing.T) {
 			t.Fatalf("offset %d: %d bytes, %v; want %d bytes", off, len(got), err, len(data)-int(off))
 		}
 	}
-	if _, err := s.Get(context.Background(), k, 200_001); err == nil {
+	if _, _, err := s.Get(context.Background(), k, 200_001); err == nil {
 		t.Fatal("offset past the end accepted")
 	}
 }
 
 func TestOneByteReads(t *testing.T) {
-	s, _, _ := newStores(t)
+	s, _ := newStores(t)
 	data := randomBytes(3000)
 	k := sha(data)
-	if err := s.Put(context.Background(), k, iotest.OneByteReader(bytes.NewReader(data))); err != nil {
+	if err := s.Put(context.Background(), k, int64(len(data)), iotest.OneByteReader(bytes.NewReader(data))); err != nil {
 		t.Fatal(err)
 	}
 	for _, off := range []int64{0, 1, 2999, 3000} {
-		rc, err := s.Get(context.Background(), k, off)
+		rc, _, err := s.Get(context.Background(), k, off)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,18 +287,15 @@ func TestCorruptByteOnDiskIsNeverServed(t *testing.T) {
 	for _, pos := range []int{0, size / 2, size - 1} {
 		for _, off := range []int64{0, size / 2, size - 1, size} {
 			t.Run(fmt.Sprintf("flip%d_offset%d", pos, off), func(t *testing.T) {
-				s, inner, dir := newStores(t)
+				s, inner := newStores(t)
 				data := randomBytes(size)
 				k := sha(data)
-				if err := s.Put(context.Background(), k, bytes.NewReader(data)); err != nil {
+				if err := put(s, k, data); err != nil {
 					t.Fatal(err)
 				}
-				path := objectFile(t, dir, k)
-				onDisk, _ := os.ReadFile(path)
-				onDisk[pos] ^= 0x01
-				if err := os.WriteFile(path, onDisk, 0o600); err != nil {
-					t.Fatal(err)
-				}
+				stored := inner.Raw(k)
+				stored[pos] ^= 0x01
+				inner.Set(k, stored)
 
 				got, err := readAll(s, k, off)
 				if !errors.Is(err, ErrCorrupt) {
@@ -275,63 +315,21 @@ func TestCorruptByteOnDiskIsNeverServed(t *testing.T) {
 func TestWrongLengthOnDiskIsCaughtAtOpen(t *testing.T) {
 	for _, change := range []string{"truncate", "append"} {
 		t.Run(change, func(t *testing.T) {
-			s, inner, dir := newStores(t)
+			s, inner := newStores(t)
 			data := randomBytes(5000)
 			k := sha(data)
-			if err := s.Put(context.Background(), k, bytes.NewReader(data)); err != nil {
+			if err := put(s, k, data); err != nil {
 				t.Fatal(err)
 			}
 			bad := append(data[:4000:4000], data[4000:4999]...)
 			if change == "append" {
 				bad = append(append([]byte{}, data...), 'x')
 			}
-			os.WriteFile(objectFile(t, dir, k), bad, 0o600)
+			inner.Set(k, bad)
 
-			_, err := s.Get(context.Background(), k, 0)
+			_, _, err := s.Get(context.Background(), k, 0)
 			if !errors.Is(err, ErrCorrupt) || !errors.Is(err, cas.ErrNotFound) {
 				t.Fatalf("Get = %v, want ErrCorrupt that is also a miss", err)
-			}
-			if !missing(t, inner, k) {
-				t.Fatal("the corrupt blob is still stored")
-			}
-		})
-	}
-}
-
-// noStat hides the inner store's *os.File so that the length check at open
-// cannot run and the reader must catch a wrong length at EOF, as it would
-// over a store that streams from elsewhere.
-type noStat struct{ cas.BlobStore }
-
-type plainReadCloser struct{ io.ReadCloser }
-
-func (n noStat) Get(ctx context.Context, k cas.Key, off int64) (io.ReadCloser, error) {
-	rc, err := n.BlobStore.Get(ctx, k, off)
-	if err != nil {
-		return nil, err
-	}
-	return plainReadCloser{rc}, nil
-}
-
-func TestWrongLengthCaughtAtEOFWithoutStat(t *testing.T) {
-	for _, change := range []string{"truncate", "append"} {
-		t.Run(change, func(t *testing.T) {
-			_, inner, dir := newStores(t)
-			s := New(noStat{inner}, nil)
-			data := randomBytes(5000)
-			k := sha(data)
-			if err := s.Put(context.Background(), k, bytes.NewReader(data)); err != nil {
-				t.Fatal(err)
-			}
-			bad := data[:4999]
-			if change == "append" {
-				bad = append(append([]byte{}, data...), "more"...)
-			}
-			os.WriteFile(objectFile(t, dir, k), bad, 0o600)
-
-			got, err := readAll(s, k, 0)
-			if !errors.Is(err, ErrCorrupt) || len(got) >= len(data) {
-				t.Fatalf("Get = %d bytes, %v; want ErrCorrupt before the last byte", len(got), err)
 			}
 			if !missing(t, inner, k) {
 				t.Fatal("the corrupt blob is still stored")

@@ -113,6 +113,25 @@ func SealedSize(keyID string, plainSize int64) int64 {
 	return HeaderSize(keyID) + plainSize + chunks*Overhead
 }
 
+// PlainSize is the inverse of SealedSize: the plaintext length of an
+// object stored as sealedSize bytes under keyID. It fails for a length no
+// sealed object can have (the object was cut short or extended), which the
+// caller treats as corruption.
+func PlainSize(keyID string, sealedSize int64) (int64, error) {
+	body := sealedSize - HeaderSize(keyID)
+	full, rest := body/storedChunk(), body%storedChunk()
+	switch {
+	case body < Overhead:
+		return 0, fmt.Errorf("%w: %d stored bytes cannot hold a header and a chunk", ErrCorrupt, sealedSize)
+	case rest == 0:
+		return full * chunkSize, nil
+	case rest < Overhead || (rest == Overhead && full > 0):
+		// Only the empty plaintext has a final chunk without bytes.
+		return 0, fmt.Errorf("%w: %d stored bytes end inside a chunk's overhead", ErrCorrupt, sealedSize)
+	}
+	return full*chunkSize + rest - Overhead, nil
+}
+
 // Start says where to begin reading a sealed object to get plaintext from
 // some offset on: open the backend at StoredOffset, pass the Start to
 // NewReader, and it decrypts from chunk Chunk and drops the first Skip

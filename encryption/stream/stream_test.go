@@ -238,3 +238,20 @@ func TestBadKeyIDIsRejected(t *testing.T) {
 		t.Fatal("256-byte key id accepted")
 	}
 }
+
+func TestPlainSizeInvertsSealedSize(t *testing.T) {
+	for _, c := range []int64{100, ChunkSize} {
+		withChunkSize(t, c)
+		for _, n := range []int64{0, 1, c - 1, c, c + 1, 10 * c, 10*c + 3} {
+			sealed := SealedSize("key1", n)
+			if got, err := PlainSize("key1", sealed); err != nil || got != n {
+				t.Fatalf("chunk %d: PlainSize(SealedSize(%d) = %d) = %d, %v", c, n, sealed, got, err)
+			}
+		}
+		for _, bad := range []int64{0, HeaderSize("key1") + Overhead - 1, SealedSize("key1", c) + 1, SealedSize("key1", c) + Overhead} {
+			if got, err := PlainSize("key1", bad); err == nil {
+				t.Fatalf("chunk %d: PlainSize(%d) = %d; want an error for a length no sealed object has", c, bad, got)
+			}
+		}
+	}
+}

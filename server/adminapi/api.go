@@ -28,8 +28,8 @@ import (
 	"github.com/sealcache/sealcache/proto/sealcache/admin/v1/adminv1connect"
 )
 
-// Store is the part of the metadata store the admin API uses (*orgs.Store).
-type Store interface {
+// Metadata is the part of the metadata store the admin API uses (*orgs.DB).
+type Metadata interface {
 	GetOrg(ctx context.Context, id string) (orgs.Org, error)
 	ListOrgs(ctx context.Context) ([]orgs.Org, error)
 	CreateOrg(ctx context.Context, name string) (orgs.Org, error)
@@ -48,24 +48,26 @@ type Authenticator interface {
 }
 
 // Encryption changes an org's CMEK state (*encryption.Manager). It audits
-// its own changes.
+// its own changes. EraseOrg deletes an org's key records and every object
+// stored for it, for DeleteOrg.
 type Encryption interface {
 	Enable(ctx context.Context, orgID, actorKeyID, customerKeyURI string) (encryption.KeyRecord, error)
 	Disable(ctx context.Context, orgID, actorKeyID string) error
 	Check(ctx context.Context, orgID, actorKeyID string) error
+	EraseOrg(ctx context.Context, orgID, actorKeyID string) error
 }
 
 // KeyRecords reads an org's CMEK key record and key health
-// (encryption.KeyRecordStore, i.e. *orgs.Store).
+// (encryption.KeyRecordStore, i.e. *orgs.DB).
 type KeyRecords interface {
 	CurrentKey(ctx context.Context, orgID string) (encryption.KeyRecord, error)
 	KMSStatus(ctx context.Context, orgID string) (encryption.KMSStatus, error)
 }
 
-// Deps is everything the admin API needs. Store, Auth, Encryption,
-// KeyRecords and DeleteOrgData are required.
+// Deps is everything the admin API needs. Metadata, Auth, Encryption and
+// KeyRecords are required.
 type Deps struct {
-	Store      Store
+	Metadata   Metadata
 	Auth       Authenticator
 	Encryption Encryption
 	KeyRecords KeyRecords
@@ -73,10 +75,6 @@ type Deps struct {
 	// OrgStats reports an org's stored bytes and cache hits and misses for
 	// the Overview. Nil reports zeros.
 	OrgStats func(ctx context.Context, orgID string) (storedBytes int64, hits, misses uint64)
-	// DeleteOrgData deletes every stored object of the org (CAS and AC,
-	// plain and sealed). DeleteOrg calls it after shredding the org's keys
-	// and before deleting the org's records.
-	DeleteOrgData func(ctx context.Context, orgID string) error
 
 	// Providers lists the KMS providers customers may use ("gcp-kms",
 	// "aws-kms", "local-kms"), in the order the page offers them. Empty
@@ -110,8 +108,8 @@ type API struct {
 
 // New checks deps and returns the API. Mount it with Register.
 func New(deps Deps) (*API, error) {
-	if deps.Store == nil || deps.Auth == nil || deps.Encryption == nil || deps.KeyRecords == nil || deps.DeleteOrgData == nil {
-		return nil, errors.New("adminapi: Deps needs Store, Auth, Encryption, KeyRecords and DeleteOrgData")
+	if deps.Metadata == nil || deps.Auth == nil || deps.Encryption == nil || deps.KeyRecords == nil {
+		return nil, errors.New("adminapi: Deps needs Metadata, Auth, Encryption and KeyRecords")
 	}
 	if len(deps.Providers) == 0 {
 		deps.Providers = []string{"gcp-kms", "aws-kms"}
@@ -199,7 +197,7 @@ func (a *API) stats(ctx context.Context, orgID string) (storedBytes uint64, hits
 // audit records a change that already happened. A failure to record is
 // logged, not returned: the change stands and the caller must not retry it.
 func (a *API) audit(ctx context.Context, orgID, actorKeyID, action, details string) {
-	if err := a.deps.Store.Audit(ctx, orgID, actorKeyID, action, details); err != nil {
+	if err := a.deps.Metadata.Audit(ctx, orgID, actorKeyID, action, details); err != nil {
 		a.log.ErrorContext(ctx, "admin API: audit event not recorded", "org", orgID, "actor", actorKeyID, "action", action, "err", err)
 	}
 }

@@ -24,14 +24,14 @@ const firstAdminLabel = "first admin"
 
 func (s *operatorService) CreateOrg(ctx context.Context, req *connect.Request[adminv1.CreateOrgRequest]) (*connect.Response[adminv1.CreateOrgResponse], error) {
 	actor := caller(ctx)
-	org, err := s.deps.Store.CreateOrg(ctx, req.Msg.GetName())
+	org, err := s.deps.Metadata.CreateOrg(ctx, req.Msg.GetName())
 	if err != nil {
 		return nil, s.storeError(ctx, err, "name")
 	}
-	key, secret, err := s.deps.Store.CreateAPIKey(ctx, org.ID, orgs.RoleAdmin, firstAdminLabel)
+	key, secret, err := s.deps.Metadata.CreateAPIKey(ctx, org.ID, orgs.RoleAdmin, firstAdminLabel)
 	if err != nil {
 		// An org nobody can administer is useless: take it back.
-		if derr := s.deps.Store.DeleteOrg(ctx, org.ID); derr != nil {
+		if derr := s.deps.Metadata.DeleteOrg(ctx, org.ID); derr != nil {
 			s.log.ErrorContext(ctx, "admin API: cannot remove org after failing to create its admin key", "org", org.ID, "err", derr)
 		}
 		return nil, s.storeError(ctx, err, "")
@@ -47,7 +47,7 @@ func (s *operatorService) CreateOrg(ctx context.Context, req *connect.Request[ad
 }
 
 func (s *operatorService) ListOrgs(ctx context.Context, _ *connect.Request[adminv1.ListOrgsRequest]) (*connect.Response[adminv1.ListOrgsResponse], error) {
-	list, err := s.deps.Store.ListOrgs(ctx)
+	list, err := s.deps.Metadata.ListOrgs(ctx)
 	if err != nil {
 		return nil, s.storeError(ctx, err, "")
 	}
@@ -69,7 +69,7 @@ func (s *operatorService) DeleteOrg(ctx context.Context, req *connect.Request[ad
 	if id == "" {
 		return nil, fieldError(connect.CodeInvalidArgument, "org_id", "name the org to delete (its id, see ListOrgs)")
 	}
-	org, err := s.deps.Store.GetOrg(ctx, id)
+	org, err := s.deps.Metadata.GetOrg(ctx, id)
 	if err != nil {
 		return nil, s.storeError(ctx, err, "org_id")
 	}
@@ -77,15 +77,10 @@ func (s *operatorService) DeleteOrg(ctx context.Context, req *connect.Request[ad
 		return nil, fieldError(connect.CodeInvalidArgument, "confirm_name",
 			fmt.Sprintf("does not match the name of org %s: type the org's name exactly to confirm the deletion", org.ID))
 	}
-	if org.EncryptionEnabled {
-		if err := s.deps.Encryption.Disable(ctx, org.ID, actor.ID); err != nil {
-			return nil, s.deleteFailed(ctx, actor, org, "shredding the encryption keys", err)
-		}
+	if err := s.deps.Encryption.EraseOrg(ctx, org.ID, actor.ID); err != nil {
+		return nil, s.deleteFailed(ctx, actor, org, "shredding the encryption keys and deleting the stored objects", err)
 	}
-	if err := s.deps.DeleteOrgData(ctx, org.ID); err != nil {
-		return nil, s.deleteFailed(ctx, actor, org, "deleting the stored objects", err)
-	}
-	if err := s.deps.Store.DeleteOrg(ctx, org.ID); err != nil && !errors.Is(err, orgs.ErrNotFound) {
+	if err := s.deps.Metadata.DeleteOrg(ctx, org.ID); err != nil && !errors.Is(err, orgs.ErrNotFound) {
 		return nil, s.deleteFailed(ctx, actor, org, "deleting the org's records", err)
 	}
 	s.audit(ctx, "", actor.ID, "org_deleted", fmt.Sprintf("org_id=%s name=%s cmek_shredded=%t", org.ID, org.Name, org.EncryptionEnabled))

@@ -18,7 +18,7 @@ type orgService struct{ *API }
 var _ adminv1connect.OrgServiceHandler = (*orgService)(nil)
 
 func (s *orgService) GetOrg(ctx context.Context, _ *connect.Request[adminv1.GetOrgRequest]) (*connect.Response[adminv1.GetOrgResponse], error) {
-	org, err := s.deps.Store.GetOrg(ctx, caller(ctx).OrgID)
+	org, err := s.deps.Metadata.GetOrg(ctx, caller(ctx).OrgID)
 	if err != nil {
 		return nil, s.storeError(ctx, err, "")
 	}
@@ -27,7 +27,7 @@ func (s *orgService) GetOrg(ctx context.Context, _ *connect.Request[adminv1.GetO
 }
 
 func (s *orgService) ListApiKeys(ctx context.Context, _ *connect.Request[adminv1.ListApiKeysRequest]) (*connect.Response[adminv1.ListApiKeysResponse], error) {
-	keys, err := s.deps.Store.ListAPIKeys(ctx, caller(ctx).OrgID)
+	keys, err := s.deps.Metadata.ListAPIKeys(ctx, caller(ctx).OrgID)
 	if err != nil {
 		return nil, s.storeError(ctx, err, "")
 	}
@@ -44,7 +44,7 @@ func (s *orgService) CreateApiKey(ctx context.Context, req *connect.Request[admi
 	if role == "" || role == orgs.RoleOperator {
 		return nil, fieldError(connect.CodeInvalidArgument, "role", "choose ROLE_ADMIN, ROLE_WRITER or ROLE_READER")
 	}
-	key, secret, err := s.deps.Store.CreateAPIKey(ctx, actor.OrgID, role, req.Msg.GetLabel())
+	key, secret, err := s.deps.Metadata.CreateAPIKey(ctx, actor.OrgID, role, req.Msg.GetLabel())
 	if err != nil {
 		return nil, s.storeError(ctx, err, "label")
 	}
@@ -65,7 +65,7 @@ func (s *orgService) RevokeApiKey(ctx context.Context, req *connect.Request[admi
 	if err := s.keepOneAdmin(ctx, actor.OrgID, id); err != nil {
 		return nil, err
 	}
-	if err := s.deps.Store.RevokeAPIKey(ctx, actor.OrgID, id); err != nil {
+	if err := s.deps.Metadata.RevokeAPIKey(ctx, actor.OrgID, id); err != nil {
 		return nil, s.storeError(ctx, err, "id")
 	}
 	s.audit(ctx, actor.OrgID, actor.ID, "api_key_revoked", "key_id="+id)
@@ -75,7 +75,7 @@ func (s *orgService) RevokeApiKey(ctx context.Context, req *connect.Request[admi
 // keepOneAdmin refuses to revoke the org's last admin key: nobody could
 // manage the org afterwards, and the operator cannot hand out new keys.
 func (s *orgService) keepOneAdmin(ctx context.Context, orgID, revoking string) error {
-	keys, err := s.deps.Store.ListAPIKeys(ctx, orgID)
+	keys, err := s.deps.Metadata.ListAPIKeys(ctx, orgID)
 	if err != nil {
 		return s.storeError(ctx, err, "")
 	}
@@ -96,7 +96,7 @@ func (s *orgService) ListAuditEvents(ctx context.Context, req *connect.Request[a
 	if req.Msg.GetPageSize() < 0 {
 		return nil, fieldError(connect.CodeInvalidArgument, "page_size", "must not be negative")
 	}
-	events, next, err := s.deps.Store.ListAuditEvents(ctx, caller(ctx).OrgID, int(req.Msg.GetPageSize()), req.Msg.GetPageToken())
+	events, next, err := s.deps.Metadata.ListAuditEvents(ctx, caller(ctx).OrgID, int(req.Msg.GetPageSize()), req.Msg.GetPageToken())
 	if err != nil {
 		return nil, s.storeError(ctx, err, "page_token")
 	}

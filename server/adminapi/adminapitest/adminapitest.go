@@ -1,7 +1,7 @@
 // Package adminapitest starts the admin API on a 127.0.0.1 test server with
 // real parts: an orgs SQLite store in a temp dir, an encryption.Manager with
-// local-kms keys in a temp dir, and an in-memory record of stored bytes and
-// deleted orgs. The server speaks HTTP/1.1 and HTTP/2 without TLS (h2c), so
+// local-kms keys in a temp dir over the in-memory storage fake, and a
+// record of stored bytes and deleted orgs. The server speaks HTTP/1.1 and HTTP/2 without TLS (h2c), so
 // both JSON and gRPC clients work. For the tests of adminapi, the CLI and
 // the settings page.
 package adminapitest
@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/fence"
+	"github.com/sealcache/sealcache/cas/memory"
 	"github.com/sealcache/sealcache/encryption"
 	"github.com/sealcache/sealcache/encryption/kms"
 	"github.com/sealcache/sealcache/orgs"
@@ -28,7 +31,7 @@ const OperatorKeyName = "operator"
 type Env struct {
 	URL    string // http://127.0.0.1:PORT
 	Server *httptest.Server
-	Store  *orgs.Store
+	Store  *orgs.DB
 	Auth   *orgs.Authenticator
 
 	DefaultOrg     orgs.Org
@@ -70,23 +73,26 @@ func Start(t testing.TB, opts ...Option) *Env {
 	}
 	opener := kms.NewOpener(kms.Config{LocalDir: kmsDir})
 	t.Cleanup(func() { opener.Close() })
-	manager, err := encryption.NewManager(encryption.ManagerConfig{
-		Records:        store,
-		OpenKMS:        opener.Open,
-		Auditor:        store,
-		OperatorKeyURI: "local-kms://" + OperatorKeyName,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	env := &Env{
 		Store: store, Auth: auth, DefaultOrg: boot.DefaultOrg,
 		AdminSecret: boot.AdminSecret, OperatorSecret: boot.OperatorSecret,
 		KMSDir: kmsDir, storedBytes: map[string]int64{},
 	}
+	objects := &recordingObjects{Store: memory.New(), env: env}
+	manager, err := encryption.NewManager(encryption.ManagerConfig{
+		Records:        store,
+		OpenKMS:        opener.Open,
+		Auditor:        store,
+		OperatorKeyURI: "local-kms://" + OperatorKeyName,
+		Objects:        objects,
+		Fence:          fence.New(objects),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	deps := adminapi.Deps{
-		Store:      store,
+		Metadata:   store,
 		Auth:       auth,
 		Encryption: manager,
 		KeyRecords: store,
@@ -94,13 +100,6 @@ func Start(t testing.TB, opts ...Option) *Env {
 			env.mu.Lock()
 			defer env.mu.Unlock()
 			return env.storedBytes[orgID], 7, 3
-		},
-		DeleteOrgData: func(_ context.Context, orgID string) error {
-			env.mu.Lock()
-			defer env.mu.Unlock()
-			delete(env.storedBytes, orgID)
-			env.deleted = append(env.deleted, orgID)
-			return nil
 		},
 		Providers:          []string{"gcp-kms", "aws-kms", "local-kms"},
 		OperatorPrincipals: map[string]string{"gcp-kms": "sealcache@operator-project.iam.gserviceaccount.com", "aws-kms": "arn:aws:iam::111122223333:role/sealcache"},
@@ -156,7 +155,22 @@ func (e *Env) SetStoredBytes(orgID string, n int64) {
 	e.storedBytes[orgID] = n
 }
 
-// DeletedOrgData lists the org ids DeleteOrgData was called for.
+// recordingObjects is the storage fake; it records which orgs had all
+// their objects deleted.
+type recordingObjects struct {
+	*memory.Store
+	env *Env
+}
+
+func (r *recordingObjects) DeletePartition(ctx context.Context, p cas.Partition) (int64, error) {
+	r.env.mu.Lock()
+	r.env.deleted = append(r.env.deleted, string(p))
+	r.env.mu.Unlock()
+	return r.Store.DeletePartition(ctx, p)
+}
+
+// DeletedOrgData lists the org partitions whose objects were all deleted
+// (enabling or disabling CMEK, deleting the org), in order.
 func (e *Env) DeletedOrgData() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
