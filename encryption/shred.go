@@ -96,8 +96,8 @@ func ShredCheck(ctx context.Context, backend cas.PartitionStore, sealed cas.Blob
 }
 
 // opensWith reads the sealed object stored at key and reports whether it
-// authenticates under ok. The object's own key id goes into the associated
-// data, so the attempt is real even when it differs from ok's.
+// authenticates under orgKey. The object's own key id goes into the
+// associated data, so the attempt is real even when it differs from orgKey's.
 func opensWith(ctx context.Context, sealed cas.BlobStore, key cas.Key, keyID string, orgKey OrgKey) (bool, error) {
 	rc, _, err := sealed.Get(ctx, key, 0)
 	if errors.Is(err, cas.ErrNotFound) {
