@@ -29,19 +29,22 @@ var (
 
 // S3 error codes this package reacts to.
 const (
-	codeNoSuchKey     = "NoSuchKey"
-	codeNotFound      = "NotFound" // HEAD's 404, which has no body to say more
-	codeNoSuchBucket  = "NoSuchBucket"
-	codeInvalidRange  = "InvalidRange"
-	codeWrongRegion   = "AuthorizationHeaderMalformed"
-	codeRedirect      = "PermanentRedirect"
-	codeMovedBucket   = "301" // HEAD's 301 for a bucket in another region
-	codeAccessDenied  = "AccessDenied"
-	codeBadAccessKey  = "InvalidAccessKeyId"
-	codeBadSignature  = "SignatureDoesNotMatch"
-	codeExpiredToken  = "ExpiredToken"
-	codeTimeSkewed    = "RequestTimeTooSkewed"
-	codeInvalidToken  = "InvalidToken"
+	codeNoSuchKey    = "NoSuchKey"
+	codeNotFound     = "NotFound" // HEAD's 404, which has no body to say more
+	codeNoSuchBucket = "NoSuchBucket"
+	codeInvalidRange = "InvalidRange"
+	codeWrongRegion  = "AuthorizationHeaderMalformed"
+	codeRedirect     = "PermanentRedirect"
+	codeMovedBucket  = "301" // HEAD's 301 for a bucket in another region
+	codeAccessDenied = "AccessDenied"
+	codeBadAccessKey = "InvalidAccessKeyId"
+	codeBadSignature = "SignatureDoesNotMatch"
+	codeExpiredToken = "ExpiredToken"
+	codeTimeSkewed   = "RequestTimeTooSkewed"
+	codeInvalidToken = "InvalidToken"
+	// versitygw answers an unknown access key id with this code and a 404,
+	// where AWS sends InvalidAccessKeyId and a 403.
+	codeUnknownUser   = "XAdminUserNotFound"
 	codeNoSuchUpload  = "NoSuchUpload"
 	codeSlowDown      = "SlowDown"
 	codeServiceBusy   = "ServiceUnavailable"
@@ -87,6 +90,7 @@ func (s *Store) apiFailure(op, name, where string, apiErr smithy.APIError, err e
 		status = respErr.HTTPStatusCode()
 	}
 	switch code := apiErr.ErrorCode(); {
+	// A HEAD's 404 says only "NotFound"; FindMissing confirms it.
 	case code == codeNoSuchKey || code == codeNotFound && name != "":
 		return fmt.Errorf("%s: %w", where, cas.ErrNotFound)
 	case code == codeNoSuchBucket || code == codeNotFound && name == "":
@@ -98,7 +102,7 @@ func (s *Store) apiFailure(op, name, where string, apiErr smithy.APIError, err e
 	case code == codeTimeSkewed:
 		return fmt.Errorf("S3 %s of %s: %w: this host's clock differs too much from the service's; synchronise it (NTP): %v",
 			op, where, ErrAccessDenied, err)
-	case code == codeBadAccessKey || code == codeBadSignature || code == codeExpiredToken || code == codeInvalidToken:
+	case code == codeBadAccessKey || code == codeBadSignature || code == codeExpiredToken || code == codeInvalidToken || code == codeUnknownUser:
 		return fmt.Errorf("S3 %s of %s: %w: the service does not accept the credentials (%s); check --s3_access_key_id and --s3_secret_access_key, or the credentials the AWS default chain finds",
 			op, where, ErrAccessDenied, code)
 	case code == codeAccessDenied || status == http.StatusForbidden:

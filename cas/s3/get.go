@@ -100,9 +100,11 @@ func (s *Store) head(ctx context.Context, name string) (int64, error) {
 // no access order, so a hit is not a use here: expiry is the bucket's
 // lifecycle rules' (or a future index's) business.
 //
-// A HEAD on a bucket that does not exist is answered like a missing object,
-// so if the bucket disappears after New, every key is reported missing
-// until the uploads that follow fail with ErrNoSuchBucket.
+// A HEAD's 404 has no body to say what is missing: the object, or the
+// bucket, or (on versitygw) the user of the access key. So when there are
+// misses, the first is confirmed with a GET, whose error says which; a
+// call that would report everything missing because the bucket is gone
+// fails instead.
 func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
 	names := make([]string, len(keys))
 	for i, k := range keys {
@@ -133,8 +135,39 @@ func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, err
 	var out []cas.Key
 	for i, k := range keys {
 		if missing[i] {
+			if len(out) == 0 {
+				if err := s.confirmMiss(ctx, names[i]); err != nil {
+					return nil, err
+				}
+			}
 			out = append(out, k)
 		}
 	}
 	return out, nil
 }
+
+// confirmMiss asks for the first byte of an object a HEAD did not find:
+// S3 answers NoSuchKey only if the bucket exists and the credentials are
+// good. An object that appeared meanwhile is still reported missing: the
+// client uploads it once more, which is harmless.
+func (s *Store) confirmMiss(ctx context.Context, name string) error {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{
+		Bucket: aws.String(s.bucket),
+		Key:    aws.String(name),
+		Range:  aws.String(firstByte),
+	})
+	switch {
+	case err == nil:
+		out.Body.Close()
+		return nil
+	case isAPIError(err, codeInvalidRange): // appeared meanwhile, empty
+		return nil
+	}
+	if err := s.failure(opGet, name, err); !isNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// firstByte is the Range of a GET that only checks an object's existence.
+const firstByte = "bytes=0-0"

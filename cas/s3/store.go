@@ -121,6 +121,10 @@ func (s *Store) connect(ctx context.Context) error {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		o.UsePathStyle = cfg.PathStyle
+		// Multipart objects carry composite checksums that the SDK cannot
+		// check on reads; it would log a warning for every such GET.
+		// Whole-object checksums are still checked.
+		o.DisableLogOutputChecksumValidationSkipped = true
 	}, func(o *s3.Options) {
 		for _, edit := range cfg.clientOptions {
 			edit(o)
