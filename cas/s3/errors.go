@@ -68,11 +68,16 @@ func (s *Store) failure(op, name string, err error) error {
 		return fmt.Errorf("S3 %s of %s: no usable credentials: %w: %v; give --s3_access_key_id and --s3_secret_access_key, "+
 			"or make the AWS default chain find some (AWS_ACCESS_KEY_ID, ~/.aws/credentials, an instance role)", op, where, ErrAccessDenied, err)
 	}
+	// The network error alone says more than the SDK's wrapping of it.
 	var opErr *net.OpError
 	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) || errors.As(err, &opErr) && opErr.Op == "dial" {
+	switch {
+	case errors.As(err, &dnsErr):
+		return fmt.Errorf("S3 %s of %s: %w %s: %v; check --s3_endpoint and this host's DNS",
+			op, where, ErrUnreachable, s.endpointName(), dnsErr)
+	case errors.As(err, &opErr) && opErr.Op == "dial":
 		return fmt.Errorf("S3 %s of %s: %w %s: %v; check --s3_endpoint and that the service is running and reachable from this host",
-			op, where, ErrUnreachable, s.endpointName(), err)
+			op, where, ErrUnreachable, s.endpointName(), opErr)
 	}
 	var certErr *x509.UnknownAuthorityError
 	var hostErr x509.HostnameError
@@ -106,7 +111,7 @@ func (s *Store) apiFailure(op, name, where string, apiErr smithy.APIError, err e
 		return fmt.Errorf("S3 %s of %s: %w: the service does not accept the credentials (%s); check --s3_access_key_id and --s3_secret_access_key, or the credentials the AWS default chain finds",
 			op, where, ErrAccessDenied, code)
 	case code == codeAccessDenied || status == http.StatusForbidden:
-		return fmt.Errorf("S3 %s of %s: %w (%s); check the credentials (--s3_access_key_id, --s3_secret_access_key) and that the bucket policy lets them %s",
+		return fmt.Errorf("S3 %s of %s: %w (%s); check the credentials (--s3_access_key_id, --s3_secret_access_key) and that the bucket's policy grants them %s",
 			op, where, ErrAccessDenied, code, permissionFor(op))
 	case code == codeSlowDown || code == codeServiceBusy || code == codeInternalError || status >= 500:
 		return fmt.Errorf("S3 %s of %s: the service at %s failed or is overloaded after retries (%s); the client may retry later: %w",

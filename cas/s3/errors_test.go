@@ -34,6 +34,7 @@ func checkFailure(t *testing.T, what string, err, want error, hints ...string) {
 			t.Fatalf("%s = %q; want the message to mention %q", what, err, h)
 		}
 	}
+	t.Logf("%s: %v", what, err) // what an operator would read, for -v
 }
 
 // Wrong credentials fail New at once, with a message that names the
@@ -77,7 +78,6 @@ func TestRevokedCredentialsAreNoMisses(t *testing.T) {
 
 			_, _, err := s.Get(t.Context(), k, 0)
 			checkFailure(t, "Get", err, ErrAccessDenied, bucket, "credentials")
-			t.Logf("Get: %v", err)
 			_, _, err = s.Get(t.Context(), k, 5)
 			checkFailure(t, "Get at an offset", err, ErrAccessDenied, bucket)
 			_, err = s.FindMissing(t.Context(), []cas.Key{k})

@@ -7,7 +7,7 @@
 // test ends. A test that must stop the server itself (to see what a client
 // does when the endpoint goes away) starts a private one with Start.
 // Servers die with the test binary (parent-death signal), so none outlives
-// a crashed run.
+// a crashed run; the next start removes what their directories held.
 //
 // The binary is looked up in $SEALCACHE_VERSITYGW, then
 // <repo root>/.tools/bin/versitygw (where `make tools` installs the pinned
@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -205,8 +206,33 @@ func start() (*Server, error) {
 
 var errPortTaken = errors.New("port already in use")
 
+// dirPrefix starts the name of every server's temporary directory, which
+// goes on with the test process's id: the shared server is killed with its
+// test binary and cannot remove its own, so each start removes those of
+// test processes that are gone.
+const dirPrefix = "sealcache-s3test-"
+
+var sweepOnce sync.Once
+
+// sweepStale removes the directories of servers whose test process has
+// exited.
+func sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, d := range dirs {
+		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), dirPrefix), "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
 func startOnce(bin string) (*Server, error) {
-	dir, err := os.MkdirTemp("", "sealcache-s3test-*")
+	sweepOnce.Do(sweepStale)
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-*", dirPrefix, os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
