@@ -14,7 +14,7 @@ APT_PACKAGES := $(if $(shell command -v bazel),,bazel-bootstrap) \
 APT_PACKAGES := $(strip $(APT_PACKAGES))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build test deps vet race bench clean run
+.PHONY: all build test deps tools vet race bench clean run
 
 all: build
 
@@ -25,7 +25,7 @@ test: deps
 	$(GO) test $(GO_TEST_FLAGS) ./...
 
 # apt-get update runs only when something must be installed.
-deps:
+deps: tools
 ifneq ($(APT_PACKAGES),)
 	$(SUDO) apt-get update -q
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
@@ -67,3 +67,17 @@ proto-tools:
 proto: proto-tools
 	cd proto && PATH="$(PROTO_TOOLS):$$PATH" buf generate
 
+
+# --- tools: programs the tests start, pinned, in .tools/bin ---
+# versitygw is the S3-compatible server the cas/s3 tests run against
+# (internal/s3test finds it here). It is built from the Go module proxy at a
+# pinned version; the stamp file makes a version change reinstall it.
+VERSITYGW_VERSION ?= v1.8.0
+TOOLS_BIN := $(CURDIR)/.tools/bin
+VERSITYGW_STAMP := $(CURDIR)/.tools/versitygw-$(VERSITYGW_VERSION).installed
+
+tools: $(VERSITYGW_STAMP)
+
+$(VERSITYGW_STAMP):
+	GOBIN=$(TOOLS_BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+	touch $@

@@ -1,0 +1,337 @@
+// Package s3test starts a real S3-compatible server for tests: versitygw
+// (github.com/versity/versitygw) serving a temporary directory through its
+// posix backend, on 127.0.0.1 only.
+//
+// One server is shared by the whole test binary and started on first use;
+// every NewBucket call gets a fresh, empty bucket on it, removed when the
+// test ends. A test that must stop the server itself (to see what a client
+// does when the endpoint goes away) starts a private one with Start.
+// Servers die with the test binary (parent-death signal), so none outlives
+// a crashed run; the next start removes what their directories held.
+//
+// The binary is looked up in $SEALCACHE_VERSITYGW, then
+// <repo root>/.tools/bin/versitygw (where `make tools` installs the pinned
+// version), then PATH. When it is missing the tests are skipped with a
+// message, except under CI=true, where they fail.
+//
+// The server is started with a scrubbed environment, so no VGW_* variable
+// of the caller's can turn on a listener or a network sink (admin API,
+// WebUI, metrics, event notifications, audit webhooks): none of those runs
+// unless a flag names it, and this package names none of them.
+package s3test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// Region is the region the servers announce and clients sign for.
+const Region = "us-east-1"
+
+// startTimeout bounds how long the server may take to answer its first
+// request: a safety net for a hung start, not synchronisation.
+const startTimeout = 60 * time.Second
+
+// pollInterval is the pause between readiness probes while it starts.
+const pollInterval = 50 * time.Millisecond
+
+// startAttempts is how often a start is tried with a fresh port, since a
+// port found free can be taken by another process before the server binds it.
+const startAttempts = 3
+
+// binaryEnv names the variable that may point at the versitygw binary.
+const binaryEnv = "SEALCACHE_VERSITYGW"
+
+// Server is a running versitygw. Clients reach it at Endpoint with
+// path-style addressing, signing with AccessKeyID and SecretAccessKey for
+// Region.
+type Server struct {
+	Endpoint        string // "http://127.0.0.1:PORT"
+	AccessKeyID     string
+	SecretAccessKey string
+
+	tmpDir     string // everything of this server's: removed by Stop
+	bucketsDir string // the posix backend's root: one directory per bucket
+	cmd        *exec.Cmd
+	log        *os.File
+	exited     chan struct{}
+	buckets    atomic.Int64
+	client     *s3.Client
+}
+
+var (
+	shared     *Server
+	sharedErr  error
+	sharedOnce sync.Once
+)
+
+// NewBucket returns the shared server and the name of a fresh, empty
+// bucket on it, removed when t ends.
+func NewBucket(t testing.TB) (*Server, string) {
+	t.Helper()
+	sharedOnce.Do(func() { shared, sharedErr = start() })
+	if sharedErr != nil {
+		unavailable(t, sharedErr)
+	}
+	return shared, shared.NewBucket(t)
+}
+
+// Start starts a private server for t, stopped when t ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s, err := start()
+	if err != nil {
+		unavailable(t, err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func unavailable(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" || !errors.Is(err, errNotInstalled) {
+		t.Fatalf("S3 server for tests: %v", err)
+	}
+	t.Skipf("S3 server for tests: %v (run `make test`, which installs it)", err)
+}
+
+var errNotInstalled = errors.New("versitygw is not installed in .tools/bin, $" + binaryEnv + " or PATH")
+
+// Client is an S3 client for s, signed as its root user: for setting up
+// buckets and for checking from outside what a store left behind.
+func (s *Server) Client() *s3.Client { return s.client }
+
+// NewBucket creates a fresh, empty bucket on s, removed when t ends.
+func (s *Server) NewBucket(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("test-%d-%d", os.Getpid(), s.buckets.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		t.Fatalf("creating test bucket %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		// The posix backend keeps a bucket, its objects and its unfinished
+		// multipart uploads in one directory, so removing that directory is
+		// the whole cleanup, however much a test left in it.
+		if err := os.RemoveAll(filepath.Join(s.bucketsDir, name)); err != nil {
+			t.Logf("removing test bucket %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// Stop kills the server at once (as a crash would) and removes its files.
+// Clients see "connection refused" from then on.
+func (s *Server) Stop() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.log.Close()
+	os.RemoveAll(s.tmpDir)
+}
+
+// binary finds the versitygw executable.
+func binary() (string, error) {
+	if p := os.Getenv(binaryEnv); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("$%s names %s: %w", binaryEnv, p, err)
+		}
+		return p, nil
+	}
+	if root, ok := repoRoot(); ok {
+		p := filepath.Join(root, ".tools", "bin", "versitygw")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("versitygw"); err == nil {
+		return p, nil
+	}
+	return "", errNotInstalled
+}
+
+// repoRoot walks up from the working directory (a test's package
+// directory) to the directory holding go.mod.
+func repoRoot() (string, bool) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", false
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, true
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", false
+		}
+		dir = parent
+	}
+}
+
+// start runs versitygw on a fresh directory and a fresh loopback port,
+// trying another port if the chosen one was taken meanwhile.
+func start() (*Server, error) {
+	bin, err := binary()
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		s, err := startOnce(bin)
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == startAttempts {
+			return s, err
+		}
+	}
+}
+
+var errPortTaken = errors.New("port already in use")
+
+// dirPrefix starts the name of every server's temporary directory, which
+// goes on with the test process's id: the shared server is killed with its
+// test binary and cannot remove its own, so each start removes those of
+// test processes that are gone.
+const dirPrefix = "sealcache-s3test-"
+
+var sweepOnce sync.Once
+
+// sweepStale removes the directories of servers whose test process has
+// exited.
+func sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	for _, d := range dirs {
+		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), dirPrefix), "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+func startOnce(bin string) (*Server, error) {
+	sweepOnce.Do(sweepStale)
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-*", dirPrefix, os.Getpid()))
+	if err != nil {
+		return nil, err
+	}
+	root := filepath.Join(dir, "buckets")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	s := &Server{
+		Endpoint:        "http://" + addr,
+		AccessKeyID:     "test" + randomHex(8),
+		SecretAccessKey: randomHex(20),
+		tmpDir:          dir,
+		bucketsDir:      root,
+		log:             logFile,
+		exited:          make(chan struct{}),
+	}
+	s.client = s3.New(s3.Options{
+		BaseEndpoint: aws.String(s.Endpoint),
+		Region:       Region,
+		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKeyID, s.SecretAccessKey, ""),
+		UsePathStyle: true,
+	})
+	// Global flags first, then the backend and its directory. Only --port
+	// opens a listener; the admin API, WebUI, website endpoint, pprof,
+	// metrics and event sinks all stay off because no flag names them.
+	s.cmd = exec.Command(bin,
+		"--access", s.AccessKeyID,
+		"--secret", s.SecretAccessKey,
+		"--port", addr,
+		"--region", Region,
+		"--quiet",
+		"posix", root)
+	// A scrubbed environment: nothing of the caller's VGW_* or ROOT_*
+	// variables reaches the server.
+	s.cmd.Env = []string{"HOME=" + dir, "TMPDIR=" + dir}
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		logFile.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("starting versitygw: %w", err)
+	}
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	if err := s.waitReady(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// waitReady polls with a real signed request (ListBuckets) until the server
+// answers it, exits, or the start timeout passes.
+func (s *Server) waitReady() error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := s.client.ListBuckets(ctx, &s3.ListBucketsInput{}, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			log, _ := os.ReadFile(s.log.Name())
+			if strings.Contains(string(log), "address already in use") {
+				return errPortTaken
+			}
+			return fmt.Errorf("versitygw exited during start: %s", strings.TrimSpace(string(log)))
+		case <-time.After(pollInterval):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("versitygw did not answer within %v: %v", startTimeout, err)
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
