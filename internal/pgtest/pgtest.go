@@ -164,7 +164,8 @@ func start() (*Server, error) {
 		gid, _ := strconv.Atoi(u.Gid)
 		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
-	dir, err := os.MkdirTemp("", "sealcache-pg-*")
+	removeDirsOfExitedRuns()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("sealcache-pg-%d-*", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +233,23 @@ func (s *Server) waitReady() error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("postgres did not accept connections within %v: %v", startTimeout, err)
+		}
+	}
+}
+
+// removeDirsOfExitedRuns deletes the data directories of servers whose test
+// binary has exited: the shared server dies with its test binary, before it
+// could remove its own files.
+func removeDirsOfExitedRuns() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "sealcache-pg-*-*"))
+	for _, d := range dirs {
+		pidText := strings.SplitN(strings.TrimPrefix(filepath.Base(d), "sealcache-pg-"), "-", 2)[0]
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			os.RemoveAll(d)
 		}
 	}
 }
