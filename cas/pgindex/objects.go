@@ -1,0 +1,243 @@
+package pgindex
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sealcache/sealcache/cas"
+)
+
+// Ticket orders a write against deletes (see doc.go). Take it with
+// BeginWrite before sending any byte to the object store.
+type Ticket struct {
+	seq   int64
+	taken time.Time // this node's clock, for MaxWriteDuration
+}
+
+// BeginWrite takes a ticket for a write about to start.
+func (ix *Index) BeginWrite(ctx context.Context) (Ticket, error) {
+	t := Ticket{taken: time.Now()}
+	if err := ix.pool.QueryRow(ctx, `SELECT nextval('sealcache_write_seq')`).Scan(&t.seq); err != nil {
+		return Ticket{}, failed("taking a write ticket", err)
+	}
+	return t, nil
+}
+
+// CommitWrite records that the object store now holds key's object of
+// storedSize bytes, written under ticket t. It returns an error wrapping
+// ErrDeletedWhileWriting, and records nothing, when a delete covering the
+// key overlapped the write.
+func (ix *Index) CommitWrite(ctx context.Context, t Ticket, key cas.Key, storedSize int64) error {
+	if d := time.Since(t.taken); d > MaxWriteDuration {
+		return failed("committing "+key.String(), errors.New("the write took "+d.Round(time.Second).String()+", longer than the "+MaxWriteDuration.String()+" allowed"))
+	}
+	args, err := keyArgs(key)
+	if err != nil {
+		return err
+	}
+	args = append(args, storedSize, t.seq, orgLockClass)
+	err = withRetry(ctx, func() error {
+		_, err := ix.pool.Exec(ctx, `SELECT sealcache_commit_write($1, $2, $3, $4, $5, $6, $7, $8, $9)`, args...)
+		return err
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "SC001" {
+		return failed("committing "+key.String(), ErrDeletedWhileWriting)
+	}
+	if err != nil {
+		return failed("committing "+key.String(), err)
+	}
+	return nil
+}
+
+// Lookup returns the stored size of key's object and records a use, or
+// found false when the index has no such object.
+func (ix *Index) Lookup(ctx context.Context, key cas.Key) (storedSize int64, found bool, err error) {
+	args, err := keyArgs(key)
+	if err != nil {
+		return 0, false, err
+	}
+	args = append(args, seconds(ix.cfg.TouchAfter))
+	var stale bool
+	err = ix.pool.QueryRow(ctx, `SELECT stored_size, last_access < now() - $7 * interval '1 second'
+		FROM sealcache_objects
+		WHERE partition = $1 AND kind = $2 AND instance = $3 AND digest_fn = $4 AND hash = $5 AND size = $6`, args...).
+		Scan(&storedSize, &stale)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, failed("looking up "+key.String(), err)
+	}
+	if stale {
+		ix.touches.add(key)
+	}
+	return storedSize, true, nil
+}
+
+// Present reports which keys the index holds, in input order, with one
+// statement, and records each found key as used: at once for objects
+// close to eviction (last used more than half the minimum retention ago),
+// else with the next flush.
+func (ix *Index) Present(ctx context.Context, keys []cas.Key) ([]bool, error) {
+	present := make([]bool, len(keys))
+	if len(keys) == 0 {
+		return present, nil
+	}
+	// Each distinct key once: an UPDATE ... FROM joins a row to one of
+	// several equal keys only.
+	var cols keyCols
+	first := make(map[cas.Key]int, len(keys))
+	var distinct []cas.Key
+	for _, k := range keys {
+		if _, ok := first[k]; ok {
+			continue
+		}
+		if err := cols.add(k); err != nil {
+			return nil, err
+		}
+		first[k] = len(distinct)
+		distinct = append(distinct, k)
+	}
+	found := make([]bool, len(distinct))
+	var queue []cas.Key
+	args := append(cols.args(), seconds(ix.urgentAfter()), seconds(ix.cfg.TouchAfter))
+	err := withRetry(ctx, func() error {
+		clear(found)
+		queue = queue[:0]
+		rows, err := ix.pool.Query(ctx, `
+WITH k AS (SELECT * FROM `+unnestKeys+`),
+urgent AS (
+	UPDATE sealcache_objects o SET last_access = now()
+	FROM k WHERE `+matchKey("o", "k")+` AND o.last_access < now() - $7 * interval '1 second'
+	RETURNING k.ord
+)
+SELECT k.ord, o.last_access < now() - $8 * interval '1 second'
+FROM k JOIN sealcache_objects o ON `+matchKey("o", "k")+`
+WHERE o.last_access >= now() - $7 * interval '1 second'
+UNION ALL
+SELECT ord, false FROM urgent`, args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var ord int64
+			var stale bool
+			if err := rows.Scan(&ord, &stale); err != nil {
+				rows.Close()
+				return err
+			}
+			found[ord-1] = true
+			if stale {
+				queue = append(queue, distinct[ord-1])
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, failed("finding missing objects", err)
+	}
+	ix.touches.add(queue...)
+	for i, k := range keys {
+		present[i] = found[first[k]]
+	}
+	return present, nil
+}
+
+// Touch records uses of keys, written with the next flush.
+func (ix *Index) Touch(keys ...cas.Key) { ix.touches.add(keys...) }
+
+// walkPage is how many rows Walk reads per query; between pages it holds
+// no connection.
+const walkPage = 1000
+
+// Walk calls fn for every indexed object at or below partition, in key
+// order, reading a page of rows at a time.
+func (ix *Index) Walk(ctx context.Context, partition cas.Partition, fn func(cas.StoredObject) error) error {
+	if err := partition.Validate(); err != nil {
+		return err
+	}
+	// The position after the last row seen: the primary key columns.
+	after := []any{"", int16(0), "", int16(0), []byte{}, int64(-2)}
+	for {
+		args := append([]any{string(partition), walkPage}, after...)
+		rows, err := ix.pool.Query(ctx, `SELECT `+keyColumns+`, stored_size FROM sealcache_objects
+			WHERE `+inPartition(1)+` AND (`+keyColumns+`) > ($3, $4, $5, $6, $7, $8)
+			ORDER BY `+keyColumns+` LIMIT $2`, args...)
+		if err != nil {
+			return failed("walking partition "+string(partition), err)
+		}
+		var page []cas.StoredObject
+		for rows.Next() {
+			var p, inst string
+			var kind, fn int16
+			var hash []byte
+			var size, stored int64
+			if err := rows.Scan(&p, &kind, &inst, &fn, &hash, &size, &stored); err != nil {
+				rows.Close()
+				return failed("walking partition "+string(partition), err)
+			}
+			page = append(page, cas.StoredObject{Key: scanKey(p, kind, fn, inst, hash, size), Size: stored})
+			after = []any{p, kind, inst, fn, hash, size}
+		}
+		if err := rows.Err(); err != nil {
+			return failed("walking partition "+string(partition), err)
+		}
+		for _, o := range page {
+			if err := fn(o); err != nil {
+				return err
+			}
+		}
+		if len(page) < walkPage {
+			return nil
+		}
+	}
+}
+
+// OrgUsage is the bytes the org's objects take in the object store, plain
+// and sealed: a sum over the org's counter rows.
+func (ix *Index) OrgUsage(ctx context.Context, orgID string) (int64, error) {
+	var n int64
+	err := ix.pool.QueryRow(ctx, `SELECT coalesce(sum(bytes), 0) FROM sealcache_usage WHERE org = $1`, orgID).Scan(&n)
+	if err != nil {
+		return 0, failed("reading the usage of org "+orgID, err)
+	}
+	return n, nil
+}
+
+// Usage is the number of indexed objects and their stored bytes.
+func (ix *Index) Usage(ctx context.Context) (objects, bytes int64, err error) {
+	err = ix.pool.QueryRow(ctx, `SELECT coalesce(sum(objects), 0), coalesce(sum(bytes), 0) FROM sealcache_usage`).Scan(&objects, &bytes)
+	if err != nil {
+		return 0, 0, failed("reading the total usage", err)
+	}
+	return objects, bytes, nil
+}
+
+// OrgBytes is one org's stored bytes.
+type OrgBytes struct {
+	Org   string
+	Bytes int64
+}
+
+// OrgsOver lists the orgs storing more than quota bytes, largest first.
+func (ix *Index) OrgsOver(ctx context.Context, quota int64) ([]OrgBytes, error) {
+	rows, err := ix.pool.Query(ctx, `SELECT org, sum(bytes) FROM sealcache_usage
+		GROUP BY org HAVING sum(bytes) > $1 ORDER BY 2 DESC`, quota)
+	if err != nil {
+		return nil, failed("listing orgs over their quota", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (OrgBytes, error) {
+		var o OrgBytes
+		err := r.Scan(&o.Org, &o.Bytes)
+		return o, err
+	})
+	if err != nil {
+		return nil, failed("listing orgs over their quota", err)
+	}
+	return out, nil
+}
