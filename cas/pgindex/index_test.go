@@ -478,4 +478,3 @@ func TestOpenNamesWhatIsWrong(t *testing.T) {
 		t.Fatalf("Open error %q: want the host and the flag named, and no password", msg)
 	}
 }
-
