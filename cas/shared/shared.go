@@ -1,0 +1,264 @@
+// Package shared is the storage backend that many nodes share: objects in
+// an object store (the S3 backend, cas/s3) and an index of them in
+// PostgreSQL (cas/pgindex). The index is authoritative: an object exists
+// when its row does, so FindMissing is one query, usage figures are
+// counters and the evictor (cas/eviction) can keep the bucket within a
+// budget by least recent use.
+//
+// Order of operations (the index's tombstones make them safe when nodes
+// race; see cas/pgindex):
+//
+//   - Put: take a write ticket, write the object, then commit its row. A
+//     commit the index refuses (a delete of the key overlapped the write)
+//     deletes the object again and fails the Put: upload it again.
+//   - Delete, eviction, DeletePartition: tombstone and delete the rows,
+//     then delete the objects, then finish the tombstones.
+//   - Get: look up the row (a read is a use), then read the object. An
+//     object without a row (a write that died before its commit) is a
+//     miss; a row whose object is gone (deleted behind the store's back) is
+//     a miss too, and the row is deleted.
+package shared
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/pgindex"
+)
+
+// commitTimeout bounds the commit of a written object's row. The commit
+// outlives the request: once the object is written, recording it is
+// cheaper than leaving it unindexed.
+const commitTimeout = 30 * time.Second
+
+// deleteConcurrency is how many object deletes run at once.
+const deleteConcurrency = 16
+
+// Store is the shared backend. It is safe for concurrent use.
+type Store struct {
+	objects cas.Backend
+	index   *pgindex.Index
+	log     *slog.Logger
+}
+
+var _ cas.Backend = (*Store)(nil)
+
+// New returns the store over objects and index; it owns both and closes
+// them on Close.
+func New(objects cas.Backend, index *pgindex.Index, log *slog.Logger) *Store {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Store{objects: objects, index: index, log: log}
+}
+
+// Index is the store's index, for the evictor and metrics.
+func (s *Store) Index() *pgindex.Index { return s.index }
+
+func notFound(key cas.Key) error { return fmt.Errorf("%s: %w", key, cas.ErrNotFound) }
+
+// Get reads key's object when the index has it.
+func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
+	_, found, err := s.index.Lookup(ctx, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !found {
+		return nil, 0, notFound(key)
+	}
+	rc, size, err := s.objects.Get(ctx, key, offset)
+	if errors.Is(err, cas.ErrNotFound) {
+		s.log.Warn("the object store lost an indexed object; deleting its index row. Objects must only be deleted by Sealcache: remove expiration rules from the bucket",
+			"key", key.String())
+		if derr := s.Delete(context.WithoutCancel(ctx), key); derr != nil {
+			s.log.Warn("deleting the index row of a lost object failed", "key", key.String(), "err", derr)
+		}
+		return nil, 0, notFound(key)
+	}
+	return rc, size, err
+}
+
+// Put writes the object, then commits its row.
+func (s *Store) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) error {
+	ticket, err := s.index.BeginWrite(ctx)
+	if err != nil {
+		return err
+	}
+	cr := &countingReader{r: r}
+	if err := s.objects.Put(ctx, key, size, cr); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	err = s.index.CommitWrite(cctx, ticket, key, cr.n)
+	if errors.Is(err, pgindex.ErrDeletedWhileWriting) {
+		// The object just written may outlive the delete that raced it:
+		// delete it under the same protocol, so no byte of it stays.
+		if derr := s.Delete(cctx, key); derr != nil {
+			s.log.Warn("deleting an object whose write raced a delete failed; the evictor retries", "key", key.String(), "err", derr)
+		}
+	}
+	return err
+}
+
+// countingReader counts the bytes read: the stored size.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// FindMissing asks the index only: one query for all keys.
+func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
+	present, err := s.index.Present(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	var missing []cas.Key
+	for i, k := range keys {
+		if !present[i] {
+			missing = append(missing, k)
+		}
+	}
+	return missing, nil
+}
+
+// Touch records uses of keys served from elsewhere (a node's local tier),
+// so the shared copy keeps its place in the LRU order.
+func (s *Store) Touch(keys ...cas.Key) { s.index.Touch(keys...) }
+
+// Delete removes one object: row, then object.
+func (s *Store) Delete(ctx context.Context, key cas.Key) error {
+	d, err := s.index.DeleteKey(ctx, key)
+	if err != nil {
+		return err
+	}
+	if err := s.objects.Delete(ctx, key); err != nil {
+		return fmt.Errorf("deleting %s from the object store (its index row is gone; the evictor retries the delete): %w", key, err)
+	}
+	return s.index.FinishKeys(ctx, d)
+}
+
+// WalkPartition walks the index.
+func (s *Store) WalkPartition(ctx context.Context, partition cas.Partition, fn func(cas.StoredObject) error) error {
+	return s.index.Walk(ctx, partition, fn)
+}
+
+// DeletePartition removes the partition's rows, then every object under it
+// in the object store (also objects without rows), and returns the bytes
+// freed.
+func (s *Store) DeletePartition(ctx context.Context, partition cas.Partition) (int64, error) {
+	d, err := s.index.DeletePartition(ctx, partition)
+	if err != nil {
+		return 0, err
+	}
+	freed, err := s.objects.DeletePartition(ctx, partition)
+	if err != nil {
+		return 0, fmt.Errorf("deleting partition %s from the object store (its index rows are gone): %w", partition, err)
+	}
+	if err := s.index.FinishPartition(ctx, d); err != nil {
+		return 0, err
+	}
+	return max(freed, d.Bytes), nil
+}
+
+// OrgUsage reads the index's counters.
+func (s *Store) OrgUsage(ctx context.Context, orgID string) (int64, error) {
+	return s.index.OrgUsage(ctx, orgID)
+}
+
+// Close closes the index and the object store.
+func (s *Store) Close() error {
+	s.index.Close()
+	return s.objects.Close()
+}
+
+// probeKey is a key no client can store (its partition is no org id the
+// metadata store hands out), read by Ping.
+var probeKey = cas.Key{Partition: "_readyz", Kind: cas.KindCAS, Digest: cas.Digest{
+	Function: cas.SupportedDigestFunctions[0],
+	Hash:     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Size: 0,
+}}
+
+// Ping checks that the index and the object store answer.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.index.Ping(ctx); err != nil {
+		return fmt.Errorf("object index: %w", err)
+	}
+	if _, err := s.objects.FindMissing(ctx, []cas.Key{probeKey}); err != nil {
+		return fmt.Errorf("object store: %w", err)
+	}
+	return nil
+}
+
+// Evict deletes up to limit least recently used objects outside the
+// minimum retention (of org only, when not "") and returns how many
+// objects and bytes went. It returns 0 objects when none is old enough.
+func (s *Store) Evict(ctx context.Context, org string, limit int) (int, int64, error) {
+	d, err := s.index.EvictLRU(ctx, org, limit)
+	if err != nil || d == nil {
+		return 0, 0, err
+	}
+	if err := s.deleteObjects(ctx, d.Keys); err != nil {
+		return 0, 0, fmt.Errorf("deleting evicted objects (their index rows are gone; the next pass retries): %w", err)
+	}
+	if err := s.index.FinishKeys(ctx, d); err != nil {
+		return 0, 0, err
+	}
+	return len(d.Objects), d.Bytes(), nil
+}
+
+// deleteObjects deletes keys' objects, deleteConcurrency at a time.
+func (s *Store) deleteObjects(ctx context.Context, keys []cas.Key) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deleteConcurrency)
+	for _, k := range keys {
+		g.Go(func() error { return s.objects.Delete(gctx, k) })
+	}
+	return g.Wait()
+}
+
+// Recover finishes deletes whose node died or failed part way (their rows
+// are gone, their objects may not be), and forgets old tombstones. It
+// returns how many deletes it finished.
+func (s *Store) Recover(ctx context.Context) (int, error) {
+	keys, parts, err := s.index.Unfinished(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range keys {
+		if err := s.deleteObjects(ctx, d.Keys); err != nil {
+			return n, err
+		}
+		if err := s.index.FinishKeys(ctx, d); err != nil {
+			return n, err
+		}
+		n++
+	}
+	for _, d := range parts {
+		if _, err := s.objects.DeletePartition(ctx, d.Partition); err != nil {
+			return n, err
+		}
+		if err := s.index.FinishPartition(ctx, d); err != nil {
+			return n, err
+		}
+		n++
+	}
+	if _, err := s.index.ForgetFinished(ctx); err != nil {
+		return n, err
+	}
+	return n, nil
+}
