@@ -268,3 +268,33 @@ func withRetry(ctx context.Context, fn func() error) error {
 func failed(what string, err error) error {
 	return fmt.Errorf("object index: %s: %w", what, err)
 }
+
+// evictorLockID is the session-level advisory lock the evictor holds while
+// it runs a pass, so one node evicts at a time. A node that dies loses its
+// session and with it the lock.
+const evictorLockID int64 = 0x5ea1cac4e1d0002
+
+// TryEvictorLock takes the evictor lock if no other session holds it. The
+// returned release must be called when the pass is done.
+func (ix *Index) TryEvictorLock(ctx context.Context) (release func(), ok bool, err error) {
+	conn, err := ix.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, failed("taking the evictor lock", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, evictorLockID).Scan(&ok); err != nil || !ok {
+		conn.Release()
+		if err != nil {
+			return nil, false, failed("taking the evictor lock", err)
+		}
+		return nil, false, nil
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, evictorLockID); err != nil {
+			// A session that may still hold the lock must not be reused.
+			conn.Conn().Close(ctx)
+		}
+		conn.Release()
+	}, true, nil
+}

@@ -262,3 +262,18 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// TryEvictorLock takes the lock that lets one node at a time evict.
+func (s *Store) TryEvictorLock(ctx context.Context) (release func(), ok bool, err error) {
+	return s.index.TryEvictorLock(ctx)
+}
+
+// Usage is the number of objects and stored bytes of the whole store.
+func (s *Store) Usage(ctx context.Context) (objects, bytes int64, err error) {
+	return s.index.Usage(ctx)
+}
+
+// OrgsOver lists the orgs storing more than quota bytes.
+func (s *Store) OrgsOver(ctx context.Context, quota int64) ([]pgindex.OrgBytes, error) {
+	return s.index.OrgsOver(ctx, quota)
+}
