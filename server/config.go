@@ -46,6 +46,18 @@ type Config struct {
 
 	ShutdownGrace time.Duration
 
+	// Many nodes (see scaleout.go): a shared object store and PostgreSQL.
+	BlobStore         string // s3://BUCKET/PREFIX; empty: this node's disk only
+	S3Endpoint        string
+	S3Region          string
+	S3PathStyle       bool
+	S3AccessKeyID     string
+	S3SecretAccessKey string
+	MetadataURL       string        // postgres://...: metadata and the shared object index; empty: SQLite
+	SharedMaxSize     int64         // budget of the shared store in bytes; 0: none
+	SharedOrgQuota    int64         // budget of each org in the shared store; 0: none
+	MinRetention      time.Duration // no shared object used more recently is evicted
+
 	// PublicCacheURL is what Bazel users pass as --remote_cache, shown with
 	// new keys; empty means grpc(s)://HOST:PORT of the admin request's host
 	// and the gRPC port.
@@ -69,6 +81,7 @@ func Defaults() Config {
 		KeyRewrapInterval: 6 * time.Hour,
 		OperatorKeyURI:    "local-kms://operator",
 		ShutdownGrace:     30 * time.Second,
+		MinRetention:      time.Hour,
 	}
 }
 
@@ -103,7 +116,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 30 * time.Second
 	}
-	return nil
+	return c.validateScaleout()
 }
 
 // ParseSize reads a byte size such as "20GiB", "512MB", "1.5TiB" or

@@ -302,13 +302,20 @@ func (s *Server) httpHandler(grpcAddr net.Addr, tls bool) http.Handler {
 	return mux
 }
 
-// readyz answers 200 when the metadata store answers; load balancers use it.
+// readyz answers 200 when the metadata store (and the shared object
+// store, when there is one) answers; load balancers use it.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if _, err := s.orgs.ListOrgs(ctx); err != nil {
 		http.Error(w, "metadata store: "+err.Error(), http.StatusServiceUnavailable)
 		return
+	}
+	if n := s.storage.nodes; n != nil {
+		if err := n.ping(ctx); err != nil {
+			http.Error(w, "shared store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 	}
 	fmt.Fprintln(w, "ready")
 }

@@ -26,6 +26,8 @@ type storage struct {
 	backend cas.Backend      // the bottom: partitions and usage figures
 	keys    *encryption.KeyProvider
 	manager *encryption.Manager
+	nodes   *nodes      // many nodes: the shared store and its evictor; nil for one node
+	changes *orgChanges // a shared metadata store: changes made through other nodes; nil for SQLite
 }
 
 // openStorage composes the storage stack, outermost first:
@@ -37,9 +39,10 @@ type storage struct {
 //	encryption     routes by org: CMEK off -> plain path; on -> sealed path
 //	  plain:  verify (CAS digests, AC checksums) -> backend
 //	  sealed: backend (sealed chunks authenticate themselves)
-//	backend        openBackend: the disk store under --data_dir
+//	backend        openBackend: the disk store under --data_dir, alone or as
+//	               a tier in front of the shared store (--blob_store)
 func (s *Server) openStorage(ctx context.Context) error {
-	backend, err := s.openBackend()
+	backend, nodes, err := s.openBackend(ctx)
 	if err != nil {
 		return err
 	}
@@ -66,22 +69,33 @@ func (s *Server) openStorage(ctx context.Context) error {
 		return err
 	}
 	counted := lookups.New(completeness.New(emptyblob.New(fenced), completeness.DefaultLimits), s.registry)
-	s.storage = &storage{blobs: counted, lookups: counted, backend: backend, keys: keys, manager: manager}
+	s.storage = &storage{blobs: counted, lookups: counted, backend: backend, keys: keys, manager: manager, nodes: nodes}
+	if s.cfg.MetadataURL != "" {
+		s.storage.changes = &orgChanges{log: s.log, records: s.orgs, keys: keys, auth: s.auth, fence: fenced, objects: backend}
+		if err := s.storage.changes.load(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // openBackend opens the bottom of the stack: the one place that knows
-// which backend it is.
-func (s *Server) openBackend() (cas.Backend, error) {
+// which backend it is. One node: the disk store. Many nodes: the disk
+// store as a tier in front of the shared store (S3 and its PostgreSQL
+// index), see scaleout.go.
+func (s *Server) openBackend(ctx context.Context) (cas.Backend, *nodes, error) {
 	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, s.log)
 	if err != nil {
-		return nil, fmt.Errorf("opening the disk store: %w", err)
+		return nil, nil, fmt.Errorf("opening the disk store: %w", err)
 	}
 	s.registry.MustRegister(newStoreCollector(func() (int64, int64, uint64) {
 		st := d.Stats()
 		return st.UsedBytes, st.Objects, st.Evictions
 	}))
-	return d, nil
+	if s.cfg.BlobStore == "" {
+		return d, nil, nil
+	}
+	return s.openTiered(ctx, d)
 }
 
 // openKeyProvider opens the KMS clients and this node's derived-key cache.
@@ -134,6 +148,12 @@ func (s *Server) operatorPrincipals() map[string]string {
 
 func (s *Server) startBackground(ctx context.Context) {
 	go s.storage.manager.RunRewrapLoop(ctx, s.cfg.KeyRewrapInterval)
+	if s.storage.nodes != nil {
+		s.storage.nodes.start(ctx)
+	}
+	if s.storage.changes != nil {
+		s.startOrgChanges(ctx)
+	}
 }
 
 // ShredCheck tries to open every stored object of an org.

@@ -44,6 +44,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) (configFile, logLevel, lo
 	fs.StringVar(&cfg.AWSSecretAccessKey, "aws_secret_access_key", "", "static AWS secret access key, with --aws_access_key_id")
 	fs.StringVar(&cfg.PublicCacheURL, "public_cache_url", "", "the --remote_cache URL users should paste, such as grpcs://cache.example.com (default: the admin request's host and --grpc_address's port)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown_grace", cfg.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
+	scaleoutFlags(fs, cfg)
 	configFile = fs.String("config", "", "YAML file with settings, keys named like the flags (data_dir: /var/lib/sealcache)")
 	logLevel = fs.String("log_level", "info", "debug, info, warn or error")
 	logFormat = fs.String("log_format", "text", "text or json")
