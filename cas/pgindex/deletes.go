@@ -147,10 +147,7 @@ func (ix *Index) FinishKeys(ctx context.Context, d *KeyDelete) error {
 	}
 	args := append(cols.args(), d.gen)
 	err := withRetry(ctx, func() error {
-		_, err := ix.pool.Exec(ctx, `
-UPDATE sealcache_deleted_objects d SET done = nextval('sealcache_write_seq'), done_at = now()
-FROM `+unnestKeys+`
-WHERE `+matchKey("d", "k")+` AND d.gen = $7 AND d.done IS NULL`, args...)
+		_, err := ix.pool.Exec(ctx, `SELECT sealcache_finish_deletes($1, $2, $3, $4, $5, $6, $7)`, args...)
 		return err
 	})
 	if err != nil {

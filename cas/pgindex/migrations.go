@@ -134,6 +134,96 @@ BEGIN
 		RAISE EXCEPTION 'the object was deleted while it was being written' USING ERRCODE = 'SC001';
 	END IF;
 END $$;
+
+-- The statements that take arrays of keys run as functions with hash and
+-- merge joins turned off: the planner then looks each key up in the
+-- primary key's index (a few microseconds each) instead of scanning the
+-- whole table to hash it, which it may think cheaper for small tables but
+-- which grows with the table.
+
+-- sealcache_present returns the position of every key found, and whether
+-- its use is stale enough to be written by the next batch. Uses of rows
+-- last used more than p_urgent seconds ago are written here, under the
+-- row's lock, so the evictor cannot delete a row between this answer and
+-- the write: a row it deleted first is not returned.
+CREATE FUNCTION sealcache_present(
+	p_partition text[], p_kind smallint[], p_instance text[], p_digest_fn smallint[], p_hash bytea[], p_size bigint[],
+	p_urgent float8, p_touch float8
+) RETURNS TABLE (ord bigint, stale boolean) LANGUAGE sql VOLATILE
+SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
+WITH k AS (
+	SELECT * FROM unnest(p_partition, p_kind, p_instance, p_digest_fn, p_hash, p_size) WITH ORDINALITY
+		AS k(partition, kind, instance, digest_fn, hash, size, ord)
+),
+found AS MATERIALIZED (
+	SELECT k.*, o.last_access FROM k CROSS JOIN LATERAL (
+		SELECT o.last_access FROM sealcache_objects o
+		WHERE o.partition = k.partition AND o.kind = k.kind AND o.instance = k.instance
+		  AND o.digest_fn = k.digest_fn AND o.hash = k.hash AND o.size = k.size
+		LIMIT 1
+	) o
+),
+urgent AS (
+	UPDATE sealcache_objects o SET last_access = now()
+	FROM found f
+	WHERE o.partition = f.partition AND o.kind = f.kind AND o.instance = f.instance
+	  AND o.digest_fn = f.digest_fn AND o.hash = f.hash AND o.size = f.size
+	  AND f.last_access < now() - p_urgent * interval '1 second'
+	RETURNING f.ord
+)
+SELECT f.ord, f.last_access < now() - p_touch * interval '1 second' FROM found f
+WHERE f.last_access >= now() - p_urgent * interval '1 second'
+UNION ALL
+SELECT u.ord, false FROM urgent u
+$$;
+
+-- sealcache_touch writes the uses of keys whose rows were last used more
+-- than p_touch seconds ago. Rows locked by another statement are skipped:
+-- whatever holds the lock (a write committing, another node's batch, an
+-- urgent use, the evictor deleting the row) sets the access time itself
+-- or removes the row. Returns how many rows it wrote.
+CREATE FUNCTION sealcache_touch(
+	p_partition text[], p_kind smallint[], p_instance text[], p_digest_fn smallint[], p_hash bytea[], p_size bigint[],
+	p_touch float8
+) RETURNS bigint LANGUAGE sql VOLATILE
+SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
+WITH k AS (
+	SELECT * FROM unnest(p_partition, p_kind, p_instance, p_digest_fn, p_hash, p_size)
+		AS k(partition, kind, instance, digest_fn, hash, size)
+),
+s AS (
+	SELECT o.partition, o.kind, o.instance, o.digest_fn, o.hash, o.size
+	FROM k JOIN sealcache_objects o
+	  ON o.partition = k.partition AND o.kind = k.kind AND o.instance = k.instance
+	 AND o.digest_fn = k.digest_fn AND o.hash = k.hash AND o.size = k.size
+	WHERE o.last_access < now() - p_touch * interval '1 second'
+	FOR UPDATE OF o SKIP LOCKED
+),
+u AS (
+	UPDATE sealcache_objects o SET last_access = now() FROM s
+	WHERE o.partition = s.partition AND o.kind = s.kind AND o.instance = s.instance
+	  AND o.digest_fn = s.digest_fn AND o.hash = s.hash AND o.size = s.size
+	RETURNING 1
+)
+SELECT count(*) FROM u
+$$;
+
+-- sealcache_finish_deletes marks the tombstones of keys written by delete
+-- p_gen done.
+CREATE FUNCTION sealcache_finish_deletes(
+	p_partition text[], p_kind smallint[], p_instance text[], p_digest_fn smallint[], p_hash bytea[], p_size bigint[],
+	p_gen bigint
+) RETURNS void LANGUAGE sql VOLATILE
+SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
+UPDATE sealcache_deleted_objects d SET done = nextval('sealcache_write_seq'), done_at = now()
+FROM unnest(p_partition, p_kind, p_instance, p_digest_fn, p_hash, p_size) AS k(partition, kind, instance, digest_fn, hash, size)
+WHERE d.partition = k.partition AND d.kind = k.kind AND d.instance = k.instance
+  AND d.digest_fn = k.digest_fn AND d.hash = k.hash AND d.size = k.size
+  AND d.gen = p_gen AND d.done IS NULL
+$$;
 `,
 }
 

@@ -109,18 +109,7 @@ func (ix *Index) Present(ctx context.Context, keys []cas.Key) ([]bool, error) {
 	err := withRetry(ctx, func() error {
 		clear(found)
 		queue = queue[:0]
-		rows, err := ix.pool.Query(ctx, `
-WITH k AS (SELECT * FROM `+unnestKeys+`),
-urgent AS (
-	UPDATE sealcache_objects o SET last_access = now()
-	FROM k WHERE `+matchKey("o", "k")+` AND o.last_access < now() - $7 * interval '1 second'
-	RETURNING k.ord
-)
-SELECT k.ord, o.last_access < now() - $8 * interval '1 second'
-FROM k JOIN sealcache_objects o ON `+matchKey("o", "k")+`
-WHERE o.last_access >= now() - $7 * interval '1 second'
-UNION ALL
-SELECT ord, false FROM urgent`, args...)
+		rows, err := ix.pool.Query(ctx, `SELECT ord, stale FROM sealcache_present($1, $2, $3, $4, $5, $6, $7, $8)`, args...)
 		if err != nil {
 			return err
 		}

@@ -102,20 +102,13 @@ func (t *toucher) flush(ctx context.Context) error {
 		}
 	}
 	args := append(cols.args(), seconds(t.ix.cfg.TouchAfter))
-	tag, err := t.ix.pool.Exec(ctx, `
-WITH k AS (SELECT * FROM `+unnestKeys+`),
-s AS (
-	SELECT o.partition, o.kind, o.instance, o.digest_fn, o.hash, o.size
-	FROM sealcache_objects o JOIN k ON `+matchKey("o", "k")+`
-	WHERE o.last_access < now() - $7 * interval '1 second'
-	FOR UPDATE OF o SKIP LOCKED
-)
-UPDATE sealcache_objects o SET last_access = now() FROM s WHERE `+matchKey("o", "s"), args...)
+	var written int64
+	err := t.ix.pool.QueryRow(ctx, `SELECT sealcache_touch($1, $2, $3, $4, $5, $6, $7)`, args...).Scan(&written)
 	if err != nil {
 		t.add(keysOf(batch)...)
 		return failed("writing access times", err)
 	}
-	t.written.Add(uint64(tag.RowsAffected()))
+	t.written.Add(uint64(written))
 	return nil
 }
 
