@@ -15,90 +15,96 @@ import (
 var secretShape = regexp.MustCompile(`^sck_k[a-z2-7]{12}_[A-Za-z0-9_-]{43}$`)
 
 func TestCreateListRevokeAPIKeys(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	org := mustCreateOrg(t, s, "acme")
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
 
-	key, secret, err := s.CreateAPIKey(ctx, org.ID, RoleWriter, "ci runners")
-	if err != nil {
-		t.Fatalf("CreateAPIKey: %v", err)
-	}
-	if !secretShape.MatchString(secret) || !strings.Contains(secret, "_"+key.ID+"_") {
-		t.Errorf("secret %q does not have the shape sck_<keyid>_<43 base64url chars> with key id %s", secret, key.ID)
-	}
-	if key.OrgID != org.ID || key.Role != RoleWriter || key.Label != "ci runners" || key.Created.IsZero() || !key.LastUsed.IsZero() {
-		t.Errorf("created key = %+v", key)
-	}
-	reader, _ := mustCreateKey(t, s, org.ID, RoleReader)
+		key, secret, err := s.CreateAPIKey(ctx, org.ID, RoleWriter, "ci runners")
+		if err != nil {
+			t.Fatalf("CreateAPIKey: %v", err)
+		}
+		if !secretShape.MatchString(secret) || !strings.Contains(secret, "_"+key.ID+"_") {
+			t.Errorf("secret %q does not have the shape sck_<keyid>_<43 base64url chars> with key id %s", secret, key.ID)
+		}
+		if key.OrgID != org.ID || key.Role != RoleWriter || key.Label != "ci runners" || key.Created.IsZero() || !key.LastUsed.IsZero() {
+			t.Errorf("created key = %+v", key)
+		}
+		reader, _ := mustCreateKey(t, s, org.ID, RoleReader)
 
-	got, err := s.GetAPIKey(ctx, key.ID)
-	if err != nil || got != key {
-		t.Fatalf("GetAPIKey = %+v, %v; want %+v", got, err, key)
-	}
-	list, err := s.ListAPIKeys(ctx, org.ID)
-	if err != nil || len(list) != 2 || list[0].ID != key.ID || list[1].ID != reader.ID {
-		t.Fatalf("ListAPIKeys = %+v, %v; want the writer then the reader", list, err)
-	}
+		got, err := s.GetAPIKey(ctx, key.ID)
+		if err != nil || got != key {
+			t.Fatalf("GetAPIKey = %+v, %v; want %+v", got, err, key)
+		}
+		list, err := s.ListAPIKeys(ctx, org.ID)
+		if err != nil || len(list) != 2 || list[0].ID != key.ID || list[1].ID != reader.ID {
+			t.Fatalf("ListAPIKeys = %+v, %v; want the writer then the reader", list, err)
+		}
 
-	other := mustCreateOrg(t, s, "other")
-	if err := s.RevokeAPIKey(ctx, other.ID, key.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("revoking through another org: %v, want ErrNotFound", err)
-	}
-	if err := s.RevokeAPIKey(ctx, "", key.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("revoking an org key as an operator key: %v, want ErrNotFound", err)
-	}
-	if err := s.RevokeAPIKey(ctx, org.ID, key.ID); err != nil {
-		t.Fatalf("RevokeAPIKey: %v", err)
-	}
-	if _, err := s.GetAPIKey(ctx, key.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("GetAPIKey after revoke: %v, want ErrNotFound", err)
-	}
-	if err := s.RevokeAPIKey(ctx, org.ID, key.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("second revoke: %v, want ErrNotFound", err)
-	}
-	if list, _ := s.ListAPIKeys(ctx, org.ID); len(list) != 1 || list[0].ID != reader.ID {
-		t.Errorf("ListAPIKeys after revoke = %+v, want only the reader", list)
-	}
+		other := mustCreateOrg(t, s, "other")
+		if err := s.RevokeAPIKey(ctx, other.ID, key.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("revoking through another org: %v, want ErrNotFound", err)
+		}
+		if err := s.RevokeAPIKey(ctx, "", key.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("revoking an org key as an operator key: %v, want ErrNotFound", err)
+		}
+		if err := s.RevokeAPIKey(ctx, org.ID, key.ID); err != nil {
+			t.Fatalf("RevokeAPIKey: %v", err)
+		}
+		if _, err := s.GetAPIKey(ctx, key.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("GetAPIKey after revoke: %v, want ErrNotFound", err)
+		}
+		if err := s.RevokeAPIKey(ctx, org.ID, key.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("second revoke: %v, want ErrNotFound", err)
+		}
+		if list, _ := s.ListAPIKeys(ctx, org.ID); len(list) != 1 || list[0].ID != reader.ID {
+			t.Errorf("ListAPIKeys after revoke = %+v, want only the reader", list)
+		}
+	})
 }
 
 func TestOperatorKeysBelongToNoOrg(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	org := mustCreateOrg(t, s, "acme")
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
 
-	if _, _, err := s.CreateAPIKey(ctx, org.ID, RoleOperator, "x"); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("operator key in an org: %v, want ErrInvalidArgument", err)
-	}
-	if _, _, err := s.CreateAPIKey(ctx, "", RoleAdmin, "x"); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("admin key without an org: %v, want ErrInvalidArgument", err)
-	}
-	op, _ := mustCreateKey(t, s, "", RoleOperator)
-	mustCreateKey(t, s, org.ID, RoleAdmin)
-	list, err := s.ListAPIKeys(ctx, "")
-	if err != nil || len(list) != 1 || list[0].ID != op.ID || list[0].OrgID != "" {
-		t.Fatalf("ListAPIKeys(\"\") = %+v, %v; want only the operator key", list, err)
-	}
-	if err := s.RevokeAPIKey(ctx, "", op.ID); err != nil {
-		t.Errorf("revoking the operator key: %v", err)
-	}
+		if _, _, err := s.CreateAPIKey(ctx, org.ID, RoleOperator, "x"); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("operator key in an org: %v, want ErrInvalidArgument", err)
+		}
+		if _, _, err := s.CreateAPIKey(ctx, "", RoleAdmin, "x"); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("admin key without an org: %v, want ErrInvalidArgument", err)
+		}
+		op, _ := mustCreateKey(t, s, "", RoleOperator)
+		mustCreateKey(t, s, org.ID, RoleAdmin)
+		list, err := s.ListAPIKeys(ctx, "")
+		if err != nil || len(list) != 1 || list[0].ID != op.ID || list[0].OrgID != "" {
+			t.Fatalf("ListAPIKeys(\"\") = %+v, %v; want only the operator key", list, err)
+		}
+		if err := s.RevokeAPIKey(ctx, "", op.ID); err != nil {
+			t.Errorf("revoking the operator key: %v", err)
+		}
+	})
 }
 
 func TestCreateAPIKeyValidates(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	org := mustCreateOrg(t, s, "acme")
-	if _, _, err := s.CreateAPIKey(ctx, org.ID, Role("root"), "x"); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("unknown role: %v, want ErrInvalidArgument", err)
-	}
-	if _, _, err := s.CreateAPIKey(ctx, org.ID, RoleReader, "two\nlines"); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("multi-line label: %v, want ErrInvalidArgument", err)
-	}
-	if _, _, err := s.CreateAPIKey(ctx, org.ID, RoleReader, strings.Repeat("x", MaxAPIKeyLabelLength+1)); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("long label: %v, want ErrInvalidArgument", err)
-	}
-	if _, _, err := s.CreateAPIKey(ctx, "onosuchorg", RoleReader, "x"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("unknown org: %v, want ErrNotFound", err)
-	}
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
+		if _, _, err := s.CreateAPIKey(ctx, org.ID, Role("root"), "x"); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("unknown role: %v, want ErrInvalidArgument", err)
+		}
+		if _, _, err := s.CreateAPIKey(ctx, org.ID, RoleReader, "two\nlines"); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("multi-line label: %v, want ErrInvalidArgument", err)
+		}
+		if _, _, err := s.CreateAPIKey(ctx, org.ID, RoleReader, strings.Repeat("x", MaxAPIKeyLabelLength+1)); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("long label: %v, want ErrInvalidArgument", err)
+		}
+		if _, _, err := s.CreateAPIKey(ctx, "onosuchorg", RoleReader, "x"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("unknown org: %v, want ErrNotFound", err)
+		}
+	})
 }
 
 func TestSecretsAreNeverStored(t *testing.T) {
