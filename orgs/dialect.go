@@ -87,7 +87,7 @@ var postgresDialect = &dialect{
 	forUpdate:  ` FOR UPDATE`,
 	notifyStmt: `SELECT pg_notify(?, ?)`,
 	// PostgreSQL stores are new with this schema: nothing to scrub.
-	purgeDeleted:  vacuumKeyRecords,
+	purgeDeleted:  rewriteKeyRecords,
 	findLeftovers: leftoversInPostgres,
 }
 

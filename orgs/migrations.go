@@ -83,7 +83,7 @@ var migrations = []migration{
 			// nothing to rebuild it. No foreign key: the rows outlive the
 			// org, like operator audit events. purged is when the store
 			// last erased deleted bytes after this row was written (WAL
-			// checkpoint, VACUUM); 0 means not yet.
+			// checkpoint, VACUUM FULL); 0 means not yet.
 			`CREATE TABLE shredded_key_material (
 				id           {{SERIAL_PK}},
 				org_id       TEXT NOT NULL,

@@ -23,8 +23,9 @@ import (
 //     replaces key material, checkpoints the WAL with TRUNCATE, so older
 //     page versions in the -wal file go too. The -shm file holds only the
 //     WAL index (page numbers), never row bytes.
-//   - PostgreSQL: the DELETE is followed by VACUUM of key_records, outside
-//     the transaction, so the dead row versions are removed from the table.
+//   - PostgreSQL: the DELETE is followed by VACUUM FULL of key_records,
+//     outside the transaction, which rewrites the table without the dead
+//     row versions (see rewriteKeyRecords for why not a plain VACUUM).
 //
 // Each deleted or replaced half leaves a fingerprint (fingerprint.go) in
 // shredded_key_material, written in the same transaction as the delete, so
@@ -35,7 +36,8 @@ import (
 // while a key record existed keep it; on PostgreSQL, the server's WAL
 // segments keep the inserted row until they are recycled, WAL archives and
 // base backups (point-in-time recovery) keep it for as long as they are
-// retained, and replicas keep it until they too have vacuumed. Against
+// retained; streaming replicas replay the rewrite, but logical replicas,
+// dumps (pg_dump) and storage snapshots are copies of their own. Against
 // those copies the guarantee is the KMS: once the customer disables or
 // destroys their KMS key (or the operator its own), no copy of a wrapped
 // half can be unwrapped. Erasing the halves here is what makes disabling
@@ -98,7 +100,7 @@ func (r runner) deleteKeyRecords(ctx context.Context, orgID string, at time.Time
 
 // PurgeDeletedKeyMaterial erases from the store's files what deleted key
 // records left behind: on SQLite it checkpoints and truncates the WAL, on
-// PostgreSQL it vacuums key_records. Every change that deletes key
+// PostgreSQL it rewrites key_records (VACUUM FULL). Every change that deletes key
 // material (DisableKeys, EnableKey replacing a record, UpdateWrappedKeys,
 // DeleteOrg) runs it; call it yourself only to finish after one of those
 // reported that this step failed, or after LeftoverKeyMaterial found
@@ -151,14 +153,37 @@ func scrubSQLite(ctx context.Context, db *sql.DB) error {
 	return checkpointSQLite(ctx, db)
 }
 
-// vacuumKeyRecords removes dead row versions of key_records (VACUUM cannot
-// run inside a transaction, so it runs after the delete committed).
-func vacuumKeyRecords(ctx context.Context, db *sql.DB) error {
-	if _, err := db.ExecContext(ctx, `VACUUM key_records`); err != nil {
-		return fmt.Errorf("VACUUM key_records: %w", err)
+// rewriteKeyRecords rewrites key_records into a new file (VACUUM FULL)
+// after the delete committed (VACUUM cannot run inside a transaction).
+//
+// A plain VACUUM is not enough: it makes the space of removed rows free
+// but leaves their bytes in the page until something overwrites them
+// (TestPostgresShredLeavesNoCopyInTableFiles shows both). VACUUM FULL
+// copies the live rows into a new file and truncates the old one. The
+// table holds one small row per CMEK org, so the rewrite takes
+// milliseconds; it holds an exclusive lock meanwhile, and gives up after
+// postgresRewriteLockTimeout rather than queue readers behind a long
+// transaction (the caller then reports that the purge must be re-run).
+func rewriteKeyRecords(ctx context.Context, db *sql.DB) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET lock_timeout = %d`, postgresRewriteLockTimeout.Milliseconds())); err != nil {
+		return err
+	}
+	// The connection goes back to the pool: restore the default whatever
+	// happens.
+	defer conn.ExecContext(context.WithoutCancel(ctx), `RESET lock_timeout`)
+	if _, err := conn.ExecContext(ctx, `VACUUM FULL key_records`); err != nil {
+		return fmt.Errorf("VACUUM FULL key_records: %w", err)
 	}
 	return nil
 }
+
+// postgresRewriteLockTimeout bounds the wait for key_records' lock.
+const postgresRewriteLockTimeout = 5 * time.Second
 
 // scrub erases deleted data from the whole store once (see migration 2).
 func (s *DB) scrub(ctx context.Context) error {
@@ -176,8 +201,8 @@ type Finding struct {
 	Half     string    // "customer" or "operator"
 	Shredded time.Time // when the half was deleted or replaced
 	// Where is the place: a file of the store (SQLite), a column of a
-	// live row "table.column" (PostgreSQL), or "key_records dead row
-	// versions" (PostgreSQL, not vacuumed since the delete).
+	// live row "table.column" (PostgreSQL), or "key_records table files"
+	// (PostgreSQL, not rewritten since the delete).
 	Where  string
 	Offset int64 // byte offset of the first copy in the file Where; -1 when Where is no file
 	Copies int   // copies found in that place (0 when only possibly there)
@@ -197,11 +222,10 @@ type Finding struct {
 //     frames.
 //   - PostgreSQL: the server's files cannot be read from here. It reports
 //     any live row, in any BYTEA column of the store's schema, that holds a
-//     deleted half, and every deleted half whose key_records was not
-//     vacuumed since the delete. A VACUUM cannot remove row versions that a
-//     transaction open since before the delete may still see, and the
-//     server's WAL keeps the inserted rows until recycled; see the package
-//     notes in shred.go on copies outside the server's control.
+//     deleted half, and every deleted half after whose delete key_records
+//     was not rewritten (VACUUM FULL). The server's WAL keeps the inserted
+//     rows until its segments are recycled; see the notes at the top of
+//     shred.go on copies outside the server's control.
 //
 // The fingerprints are kept when the org is deleted, like the operator's
 // audit events: they are the record that the org's keys were shredded,
@@ -302,7 +326,7 @@ func leftoversInPostgres(ctx context.Context, s *DB, sc *fingerprintScanner) ([]
 	var c findingCollector
 	for _, fp := range sc.all() {
 		if fp.Purged.IsZero() {
-			c.add(fp, "key_records dead row versions", -1, fmt.Sprintf("key_records was not vacuumed since the %s half of key %s was deleted: dead row versions may still hold it; run PurgeDeletedKeyMaterial (VACUUM key_records)", fp.Half, fp.KeyID))
+			c.add(fp, "key_records table files", -1, fmt.Sprintf("key_records was not rewritten since the %s half of key %s was deleted: its files may still hold the bytes; run PurgeDeletedKeyMaterial (VACUUM FULL key_records)", fp.Half, fp.KeyID))
 			c.list[len(c.list)-1].Copies = 0
 		}
 	}
