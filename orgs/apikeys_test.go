@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -156,4 +157,75 @@ func TestRoles(t *testing.T) {
 	if _, err := ParseRole("Admin"); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("ParseRole(Admin): %v, want ErrInvalidArgument", err)
 	}
+}
+
+func TestRevokingTheLastAdminKeyIsRefused(t *testing.T) {
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
+		first, _ := mustCreateKey(t, s, org.ID, RoleAdmin)
+		second, _ := mustCreateKey(t, s, org.ID, RoleAdmin)
+		writer, _ := mustCreateKey(t, s, org.ID, RoleWriter)
+
+		mustSucceed(t, s.RevokeAPIKey(ctx, org.ID, first.ID))
+		err := s.RevokeAPIKey(ctx, org.ID, second.ID)
+		if !errors.Is(err, ErrLastAdminKey) || !strings.Contains(err.Error(), "create another admin key first") {
+			t.Fatalf("revoking the last admin key: %v, want ErrLastAdminKey saying what to do", err)
+		}
+		mustSucceed(t, s.RevokeAPIKey(ctx, org.ID, writer.ID)) // other roles: no such rule
+		if _, err := s.GetAPIKey(ctx, second.ID); err != nil {
+			t.Fatalf("the last admin key is gone: %v", err)
+		}
+		if err := s.RevokeAPIKey(ctx, "onosuchorg", second.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("revoking through an unknown org: %v, want ErrNotFound", err)
+		}
+	})
+}
+
+// TestTwoAdminsRevokingEachOtherLeaveOne is issue 9, item 12: two admins
+// of one org revoke each other's key at the same moment, on two nodes
+// (or two connections). The check and the delete are one transaction, so
+// exactly one revocation wins and the org keeps an admin, every time.
+func TestTwoAdminsRevokingEachOtherLeaveOne(t *testing.T) {
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		nodes := [2]*DB{st.DB, st.another(t)}
+		const rounds = 40
+		for round := range rounds {
+			org := mustCreateOrg(t, nodes[0], fmt.Sprintf("org-%d", round))
+			var admins [2]APIKey
+			for i := range admins {
+				admins[i], _ = mustCreateKey(t, nodes[0], org.ID, RoleAdmin)
+			}
+			start := make(chan struct{})
+			results := make(chan error, 2)
+			for i := range 2 {
+				go func() {
+					<-start
+					// Admin i revokes the other admin's key, through node i.
+					results <- nodes[i].RevokeAPIKey(ctx, org.ID, admins[1-i].ID)
+				}()
+			}
+			close(start)
+			var revoked, refused int
+			for range 2 {
+				switch err := <-results; {
+				case err == nil:
+					revoked++
+				case errors.Is(err, ErrLastAdminKey):
+					refused++
+				default:
+					t.Fatalf("round %d: %v", round, err)
+				}
+			}
+			keys, err := nodes[0].ListAPIKeys(ctx, org.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if revoked != 1 || refused != 1 || len(keys) != 1 || keys[0].Role != RoleAdmin {
+				t.Fatalf("round %d: %d revoked, %d refused, keys left %+v; want 1, 1 and one admin", round, revoked, refused, keys)
+			}
+		}
+	})
 }
