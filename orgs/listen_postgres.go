@@ -49,9 +49,13 @@ func (s *DB) listenPostgres(cfg *pgx.ConnConfig) {
 			// notified to us: watchers re-read.
 			s.changes.publish(Change{Kind: Resync})
 			s.changes.setListening(true)
-			delay = listenRetryMinDelay
+			connected := time.Now()
 			err = s.receiveChanges(ctx, conn)
 			s.changes.setListening(false)
+			// Back off again only if the connection keeps dropping at once.
+			if time.Since(connected) > listenRetryMaxDelay {
+				delay = listenRetryMinDelay
+			}
 			closeCtx, cancelClose := context.WithTimeout(context.Background(), time.Second)
 			conn.Close(closeCtx)
 			cancelClose()

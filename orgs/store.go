@@ -130,7 +130,10 @@ func newDB(db *sql.DB, d *dialect) *DB {
 // Close stops watching for changes and closes the database.
 // Authenticators built on the store must be closed first.
 func (s *DB) Close() error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.closeOnce.Do(func() {
+		s.changes.close()
+		close(s.closing)
+	})
 	s.bg.Wait()
 	return s.db.Close()
 }

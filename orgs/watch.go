@@ -54,20 +54,24 @@ type Change struct {
 //
 // Which changes arrive:
 //   - PostgreSQL: every committed change made by any node (this one
-//     included), through LISTEN/NOTIFY on a connection of its own. The
-//     notification is sent in the transaction of the change, so nothing
-//     arrives for a change that rolled back. If that connection drops, or
-//     stops answering for listenPingInterval+listenPingTimeout, a Resync
-//     is delivered, and again every few seconds (at most
-//     listenRetryMaxDelay apart) until it is back, then once more.
+//     included), through LISTEN/NOTIFY on a connection of its own, shared
+//     by every watcher of this DB. The notification is sent in the
+//     transaction of the change, so nothing arrives for a change that
+//     rolled back, and it arrives within milliseconds of the commit. If
+//     that connection drops, or stops answering for 3 s, a Resync is
+//     delivered, then again at each reconnect attempt (at most 5 s apart)
+//     until the connection is back, and once more then: a change whose
+//     notification was lost is covered by a Resync within 5 s.
 //   - SQLite (one node): the changes made through this DB, after commit.
 //     Changes by another process on the same file (`sealcache admin`) are
 //     not seen: they reach this process within its cache TTLs.
 //
 // The first call is always a Resync (anything cached before Watch began
 // may be stale). Calls come from one goroutine shared by every watcher of
-// this DB, in commit order, and to watchers in the order they started:
-// fn must return quickly and must not call Watch.
+// this DB, in commit order, and to watchers in the order they started
+// (an Authenticator, which watches from NewAuthenticator on, sees each
+// change before a Watch started later): fn must return quickly and must
+// not call Watch.
 func (s *DB) Watch(ctx context.Context, fn func(Change)) error {
 	stop := s.changes.subscribe(fn, true)
 	defer stop()
@@ -136,6 +140,7 @@ type changeHub struct {
 	queue     []delivery
 	wake      chan struct{} // capacity 1: "the queue has something"
 	started   bool          // dispatcher (and, on PostgreSQL, listener) running
+	closed    bool          // the DB is closing: start nothing more
 	listening bool          // the PostgreSQL listener's connection is up
 	// onListening is closed when listening becomes true (tests wait on it).
 	onListening chan struct{}
@@ -171,7 +176,7 @@ func (h *changeHub) subscribe(fn func(Change), initialResync bool) (stop func())
 	if initialResync {
 		h.enqueueLocked(delivery{c: Change{Kind: Resync}, to: []*watcher{w}})
 	}
-	if !h.started {
+	if !h.started && !h.closed {
 		h.started = true
 		h.s.goBackground(h.dispatch)
 		if h.s.listen != nil {
@@ -192,6 +197,13 @@ func (h *changeHub) subscribe(fn func(Change), initialResync bool) (stop func())
 		}
 		h.mu.Unlock()
 	}
+}
+
+// close stops new background work; the DB's Close waits for the rest.
+func (h *changeHub) close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
 }
 
 // publish queues c for every watcher.
