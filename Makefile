@@ -8,9 +8,11 @@ GO_TEST_FLAGS ?= -count=1 -timeout 30m
 RACE_PACKAGES ?= ./cas/... ./encryption/... ./orgs/... ./server/...
 
 # Debian packages the tests need, listed only when missing: Bazel 4.2.3 for the
-# e2e builds and Chromium for the settings page tests.
+# e2e builds, Chromium for the settings page tests, ccache (4.7) as a second
+# HTTP cache client.
 APT_PACKAGES := $(if $(shell command -v bazel),,bazel-bootstrap) \
-                $(if $(wildcard /usr/bin/chromium),,chromium)
+                $(if $(wildcard /usr/bin/chromium),,chromium) \
+                $(if $(shell command -v ccache),,ccache)
 APT_PACKAGES := $(strip $(APT_PACKAGES))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 

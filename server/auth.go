@@ -178,9 +178,7 @@ func (s *Server) countGRPC(fullMethod string, err error) {
 		service = service[j+1:]
 	}
 	s.metrics.requests.WithLabelValues("grpc", service, method, status.Code(err).String()).Inc()
-	if err != nil && status.Code(err) == codes.Internal {
-		s.log.Error("request failed", "method", fullMethod, "err", err)
-	}
+	s.refusals.observeGRPC(fullMethod, err)
 }
 
 type principalStream struct {

@@ -37,6 +37,7 @@ type httpCache struct {
 	log          *slog.Logger
 	maxBlobSize  int64 // 0: no limit beyond the store's
 	acStrict     bool  // refuse /ac/ bodies that are not ActionResults
+	refusals     *refusalLog
 }
 
 // parseCachePath splits "/a/b/ac/HASH" into instance "a/b", kind and hash.
@@ -57,12 +58,14 @@ func parseCachePath(path string) (instance string, kind cas.Kind, hash string, o
 }
 
 func (h *httpCache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	code := h.serve(w, r)
+	rec := &errorRecorder{ResponseWriter: w}
+	code := h.serve(rec, r)
 	kind := "other"
 	if _, k, _, ok := parseCachePath(r.URL.Path); ok {
 		kind = k.String()
 	}
 	h.metrics.requests.WithLabelValues("http", kind, r.Method, strconv.Itoa(code)).Inc()
+	h.refusals.observeHTTP(r.Method+" /"+kind, code, rec.message())
 }
 
 // serve handles one request and returns the HTTP status it sent.

@@ -40,6 +40,8 @@ type Server struct {
 	metrics      *metrics
 	registry     *prometheus.Registry
 	uploads      *uploadTable
+	refusals     *refusalLog  // refused and failed requests, rate-limited
+	evictions    *evictionLog // evictions under pressure, summed up
 	closers      []func() error
 }
 
@@ -67,6 +69,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*Ser
 	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.registry)
+	s.refusals = newRefusalLog(log, cfg.Clock)
+	s.evictions = newEvictionLog(log, cfg.MaxSize, cfg.Clock)
 	if err := s.openMetadata(ctx, out); err != nil {
 		s.Close()
 		return nil, err
@@ -205,6 +209,8 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 	defer stop()
 	s.uploads = newUploadTable(runCtx, s.storage.blobs)
 	s.startBackground(runCtx)
+	go s.refusals.run(runCtx)
+	go s.evictions.run(runCtx)
 
 	grpcServer := s.newGRPCServer(tlsConfig)
 	httpServer := &http.Server{
@@ -284,6 +290,7 @@ func (s *Server) httpHandler(grpcAddr net.Addr, tls bool) http.Handler {
 		log:          s.log,
 		maxBlobSize:  s.cfg.MaxBlobSize,
 		acStrict:     s.cfg.HTTPACStrict,
+		refusals:     s.refusals,
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

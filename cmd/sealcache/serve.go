@@ -28,6 +28,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) (configFile, logLevel, lo
 	fs.StringVar(&cfg.TLSCertFile, "tls_cert_file", "", "PEM certificate: serve TLS on both ports (grpcs://, https://)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls_key_file", "", "PEM private key for --tls_cert_file")
 	fs.StringVar(&cfg.AnonymousAccess, "anonymous_access", cfg.AnonymousAccess, "what clients without an API key may do in org \"default\": none, read or write")
+	fs.BoolVar(&cfg.HTTPACStrict, "http_ac_strict", cfg.HTTPACStrict, "refuse HTTP /ac/ bodies that are not ActionResult messages; by default they are stored as opaque entries, which ccache and other HTTP cache clients need")
 	fs.DurationVar(&cfg.AuthCacheTTL, "auth_cache_ttl", cfg.AuthCacheTTL, "how long a checked API key is remembered; a key revoked on another node works here at most this long")
 	fs.DurationVar(&cfg.KeyCacheTTL, "key_cache_ttl", cfg.KeyCacheTTL, "how long a derived CMEK key stays in memory (at most 10m): the bound on how long a disabled or revoked key keeps working")
 	fs.DurationVar(&cfg.KeyRewrapInterval, "key_rewrap_interval", cfg.KeyRewrapInterval, "how often CMEK key halves are re-wrapped, picking up rotated KMS key versions (±10% jitter)")
