@@ -275,6 +275,7 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 	repb.RegisterContentAddressableStorageServer(g, newCASServer(blobs, s.cfg.MaxBlobSize, s.metrics))
 	repb.RegisterActionCacheServer(g, newACServer(blobs))
 	bspb.RegisterByteStreamServer(g, newByteStreamServer(blobs, s.uploads, s.cfg.MaxBlobSize, s.metrics))
+	s.registerAssetServices(g)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)

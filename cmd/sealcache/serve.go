@@ -29,6 +29,13 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) (configFile, logLevel, lo
 	fs.StringVar(&cfg.TLSKeyFile, "tls_key_file", "", "PEM private key for --tls_cert_file")
 	fs.StringVar(&cfg.AnonymousAccess, "anonymous_access", cfg.AnonymousAccess, "what clients without an API key may do in org \"default\": none, read or write")
 	fs.BoolVar(&cfg.HTTPACStrict, "http_ac_strict", cfg.HTTPACStrict, "refuse HTTP /ac/ bodies that are not ActionResult messages; by default they are stored as opaque entries, which ccache and other HTTP cache clients need")
+	fs.StringVar(&cfg.AssetFetch, "asset_fetch", cfg.AssetFetch, "on or off: whether the Remote Asset API (Bazel's --experimental_remote_downloader) downloads a URI it has not cached, for writer keys")
+	fs.Func("asset_fetch_allowed_hosts", "hosts the Remote Asset API may download from, separated by commas, such as github.com,*.example.com,127.0.0.1 (default: any host at a public address; loopback and private addresses only when listed)", func(s string) error {
+		hosts, err := server.ParseHostList(s)
+		cfg.AssetFetchAllowedHosts = hosts
+		return err
+	})
+	fs.DurationVar(&cfg.AssetFetchTimeout, "asset_fetch_timeout", cfg.AssetFetchTimeout, "the longest one Remote Asset download may take")
 	fs.DurationVar(&cfg.AuthCacheTTL, "auth_cache_ttl", cfg.AuthCacheTTL, "how long a checked API key is remembered; a key revoked on another node works here at most this long")
 	fs.DurationVar(&cfg.KeyCacheTTL, "key_cache_ttl", cfg.KeyCacheTTL, "how long a derived CMEK key stays in memory (at most 10m): the bound on how long a disabled or revoked key keeps working")
 	fs.DurationVar(&cfg.KeyRewrapInterval, "key_rewrap_interval", cfg.KeyRewrapInterval, "how often CMEK key halves are re-wrapped, picking up rotated KMS key versions (±10% jitter)")
