@@ -116,7 +116,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
 	if err := run(ctx, c, rest); err != nil {
-		return adminFail(stderr, err)
+		return adminFail(stderr, wrongPortHint(ctx, c.server, err))
 	}
 	return 0
 }
