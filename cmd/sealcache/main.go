@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -28,14 +29,13 @@ func run(ctx context.Context, args []string) int {
 		case "kms":
 			return runKMS(ctx, args[1:], os.Stdout, os.Stderr)
 		case "help", "-h", "--help", "-help":
-			printUsage(os.Stdout)
-			return runServer(ctx, []string{"-h"}, os.Stdout, os.Stdout)
+			return runServer(ctx, []string{"-h"}, os.Stdout, os.Stderr)
 		}
 	}
 	return runServer(ctx, args, os.Stdout, os.Stderr)
 }
 
-func printUsage(w *os.File) {
+func printUsage(w io.Writer) {
 	fmt.Fprint(w, `sealcache: a Bazel remote cache with customer managed encryption keys
 
 Usage:

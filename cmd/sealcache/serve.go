@@ -75,33 +75,46 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	cfg := server.Defaults()
 	fs := flag.NewFlagSet("sealcache", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = fs.PrintDefaults
+	// The flag package would print every flag's help before the error;
+	// badUsage prints one usage line and then the error, last, instead.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	configFile, logLevel, logFormat := serverFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return 0
 		}
-		return 2
+		return badUsage(stderr, err)
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sealcache: unexpected argument %q; run sealcache --help\n", fs.Arg(0))
-		return 2
+		return badUsage(stderr, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	if err := applyFileAndEnv(fs, *configFile, os.LookupEnv); err != nil {
-		fmt.Fprintf(stderr, "sealcache: %v\n", err)
-		return 2
+		return badUsage(stderr, err)
 	}
 	logger, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
-		fmt.Fprintf(stderr, "sealcache: %v\n", err)
-		return 2
+		return badUsage(stderr, err)
+	}
+	// A bad value is a usage error (exit 2) found before anything starts.
+	if err := cfg.Validate(); err != nil {
+		return badUsage(stderr, err)
 	}
 	if err := server.Run(ctx, cfg, logger, stdout); err != nil {
 		logger.Error("sealcache stopped", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// badUsage reports a command-line mistake: a short usage line, then the
+// error, which names the flag, as the last line. Exit status 2.
+func badUsage(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "Usage: sealcache [flags]   (sealcache --help lists the flags; sealcache admin|kms|bench|shred-check for the other commands)\nsealcache: %v\n", err)
+	return 2
 }
 
 // applyFileAndEnv sets every flag not given on the command line from the
