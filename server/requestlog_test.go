@@ -12,6 +12,8 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/sealcache/sealcache/encryption/kms"
 )
 
 func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
@@ -169,5 +171,40 @@ func TestServerLogsRefusedRequests(t *testing.T) {
 	}
 	if strings.Contains(logs, badKey) {
 		t.Error("the log contains the API key")
+	}
+}
+
+// Turning CMEK on and off is in the operator's log, with the org, the key
+// and who did it.
+func TestServerLogsCMEKEnableAndDisable(t *testing.T) {
+	env := startServer(t)
+	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "logged"); err != nil {
+		t.Fatal(err)
+	}
+	set := func(body string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", env.httpURL+"/sealcache.admin.v1.EncryptionService/SetEncryptionConfig", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("x-api-key", env.adminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("SetEncryptionConfig %s: %s", body, resp.Status)
+		}
+	}
+	set(`{"enabled": true, "customerKeyUri": "local-kms://logged"}`)
+	set(`{"enabled": false}`)
+	logs := env.logs.String()
+	for _, want := range []string{
+		`msg="CMEK enabled; the org's objects stored before were deleted" org=` + env.defaultOrg(),
+		`msg="CMEK disabled; the key records and the sealed objects were deleted" org=` + env.defaultOrg(),
+		"key_uri=local-kms://logged",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log lacks %q:\n%s", want, logs)
+		}
 	}
 }
