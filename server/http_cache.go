@@ -129,7 +129,12 @@ func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Cont
 		body, size = bytes.NewReader(data), int64(len(data))
 	}
 	counted := &countingReader{r: body}
-	if err := h.blobs.Put(ctx, key, size, counted); err != nil {
+	var limited io.Reader = counted
+	if h.maxBlobSize > 0 {
+		// A body sent without Content-Length is held to the limit too.
+		limited = &maxBlobReader{r: counted, left: h.maxBlobSize, limit: h.maxBlobSize}
+	}
+	if err := h.blobs.Put(ctx, key, size, limited); err != nil {
 		return httpError(w, storeError(err))
 	}
 	h.metrics.bytesIn("http", counted.n)
