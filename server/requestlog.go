@@ -17,6 +17,10 @@ import (
 // going on, too little for a misconfigured client to flood the log.
 const logInterval = 10 * time.Second
 
+// flushTick is how often the summaries of ended intervals are written, so
+// they appear soon after their interval, even when nothing more happens.
+const flushTick = time.Second
+
 // refusalLog writes refused and failed requests to the log at the default
 // level, rate-limited per class (protocol and code): the first request of a
 // class is logged at once with its method and message; the others within
@@ -94,12 +98,17 @@ func (l *refusalLog) observe(class refusalClass, level slog.Level, method, messa
 
 // flush writes the summary of every class whose interval has ended, so
 // held-back requests are reported even when no more come.
-func (l *refusalLog) flush() {
+func (l *refusalLog) flush() { l.flushOlderThan(l.interval) }
+
+// flushAll writes every summary now, at shutdown.
+func (l *refusalLog) flushAll() { l.flushOlderThan(0) }
+
+func (l *refusalLog) flushOlderThan(age time.Duration) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for class, w := range l.classes {
-		if now.Sub(w.start) >= l.interval {
+		if now.Sub(w.start) >= age {
 			l.summarize(class, w)
 			delete(l.classes, class)
 		}
@@ -114,14 +123,14 @@ func (l *refusalLog) summarize(class refusalClass, w *refusalWindow) {
 		"count", w.held, "within", l.interval.String(), "last_method", w.lastMethod, "last_err", w.lastErr)
 }
 
-// run flushes every interval until ctx ends.
+// run writes summaries as their intervals end, until ctx ends; the server
+// then calls flushAll.
 func (l *refusalLog) run(ctx context.Context) {
-	t := time.NewTicker(l.interval)
+	t := time.NewTicker(flushTick)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			l.flush()
 			return
 		case <-t.C:
 			l.flush()
@@ -230,11 +239,16 @@ func (e *evictionLog) evicted(size int64) {
 
 // flush writes what was evicted since the last line, once the interval
 // has passed.
-func (e *evictionLog) flush() {
+func (e *evictionLog) flush() { e.flushOlderThan(e.interval) }
+
+// flushAll writes what was evicted since the last line now, at shutdown.
+func (e *evictionLog) flushAll() { e.flushOlderThan(0) }
+
+func (e *evictionLog) flushOlderThan(age time.Duration) {
 	now := e.now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.objects > 0 && now.Sub(e.lastLine) >= e.interval {
+	if e.objects > 0 && now.Sub(e.lastLine) >= age {
 		e.writeLocked(now)
 	}
 }
@@ -246,12 +260,11 @@ func (e *evictionLog) writeLocked(now time.Time) {
 }
 
 func (e *evictionLog) run(ctx context.Context) {
-	t := time.NewTicker(e.interval)
+	t := time.NewTicker(flushTick)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			e.flush()
 			return
 		case <-t.C:
 			e.flush()

@@ -208,3 +208,22 @@ func TestServerLogsCMEKEnableAndDisable(t *testing.T) {
 		}
 	}
 }
+
+// At shutdown, what was held back is written, whatever its age.
+func TestHeldBackLinesAreWrittenAtShutdown(t *testing.T) {
+	log, buf := infoLogger()
+	clock := newFakeClock()
+	l := newRefusalLog(log, clock.Now)
+	e := newEvictionLog(log, 1<<20, clock.Now)
+	bad := status.Error(codes.PermissionDenied, "role reader")
+	l.observeGRPC("/x/Y", bad)
+	l.observeGRPC("/x/Y", bad)
+	e.evicted(10)
+	e.evicted(20)
+	l.flushAll()
+	e.flushAll()
+	lines := logLines(buf)
+	if len(lines) != 4 || !strings.Contains(lines[2], "count=1") || !strings.Contains(lines[3], "evicted 1 objects (20 B)") {
+		t.Errorf("after flushAll:\n%s", buf)
+	}
+}

@@ -281,6 +281,8 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 	}
 	s.uploads.abortAll()
 	stop()
+	s.refusals.flushAll()
+	s.evictions.flushAll()
 	s.log.Info("stopped")
 	return nil
 }
