@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 
@@ -73,7 +74,9 @@ func (s *Server) openStorage(ctx context.Context) error {
 // openBackend opens the bottom of the stack: the one place that knows
 // which backend it is.
 func (s *Server) openBackend() (cas.Backend, error) {
-	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, s.log)
+	// The tap turns the store's per-object eviction lines into a summary.
+	diskLog := slog.New(&evictionTap{inner: s.log.Handler(), evictions: s.evictions})
+	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, diskLog)
 	if err != nil {
 		return nil, fmt.Errorf("opening the disk store: %w", err)
 	}
