@@ -8,10 +8,12 @@ GO_TEST_FLAGS ?= -count=1 -timeout 30m
 RACE_PACKAGES ?= ./cas/... ./encryption/... ./orgs/... ./server/...
 
 # Debian packages the tests need, listed only when missing: Bazel 4.2.3 for the
-# e2e builds, Chromium for the settings page tests and PostgreSQL for the
-# metadata store and shared object index tests (internal/pgtest starts it).
+# e2e builds, Chromium for the settings page tests, ccache (4.7) as a second
+# HTTP cache client, and PostgreSQL for the metadata store and shared object
+# index tests (internal/pgtest starts it).
 APT_PACKAGES := $(if $(shell command -v bazel),,bazel-bootstrap) \
                 $(if $(wildcard /usr/bin/chromium),,chromium) \
+                $(if $(shell command -v ccache),,ccache) \
                 $(if $(wildcard /usr/lib/postgresql/*/bin/postgres),,postgresql)
 APT_PACKAGES := $(strip $(APT_PACKAGES))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -198,15 +199,47 @@ func (s *DB) ListAPIKeys(ctx context.Context, orgID string) ([]APIKey, error) {
 }
 
 // RevokeAPIKey deletes the key if it belongs to orgID ("" for operator
-// keys), else returns ErrNotFound. Authenticators built on this store stop
-// accepting it at once; those of other processes within AuthCacheTTL.
+// keys), else returns ErrNotFound. It refuses, with ErrLastAdminKey, to
+// revoke the org's last admin key: nobody could manage the org afterwards.
+// The check and the delete are one transaction holding the org's row, so
+// two admins revoking each other at the same moment (on any nodes) leave
+// one of them. Authenticators built on this store stop accepting the key
+// at once; other nodes' as soon as their Watch delivers the change.
 func (s *DB) RevokeAPIKey(ctx context.Context, orgID, keyID string) error {
-	query, args := `DELETE FROM api_keys WHERE id = ? AND org_id = ?`, []any{keyID, orgID}
-	if orgID == "" {
-		query, args = `DELETE FROM api_keys WHERE id = ? AND org_id IS NULL`, []any{keyID}
-	}
-	res, err := s.run().exec(ctx, query, args...)
-	if err := affectedOne(res, err, fmt.Sprintf("API key %q", keyID)); err != nil {
+	err := s.inTx(ctx, func(r runner) error {
+		if orgID == "" {
+			res, err := r.exec(ctx, `DELETE FROM api_keys WHERE id = ? AND org_id IS NULL`, keyID)
+			if err := affectedOne(res, err, fmt.Sprintf("API key %q", keyID)); err != nil {
+				return err
+			}
+			return r.notify(ctx, Change{Kind: APIKeyRevoked, KeyID: keyID})
+		}
+		if err := r.lockOrg(ctx, orgID); errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("API key %q: %w", keyID, ErrNotFound)
+		} else if err != nil {
+			return err
+		}
+		var role string
+		err := r.queryRow(ctx, `SELECT role FROM api_keys WHERE id = ? AND org_id = ?`, keyID, orgID).Scan(&role)
+		if err != nil {
+			return notFound(err, fmt.Sprintf("API key %q", keyID))
+		}
+		if Role(role) == RoleAdmin {
+			var admins int
+			err := r.queryRow(ctx, `SELECT COUNT(*) FROM api_keys WHERE org_id = ? AND role = ?`, orgID, string(RoleAdmin)).Scan(&admins)
+			if err != nil {
+				return err
+			}
+			if admins <= 1 {
+				return fmt.Errorf("API key %q: %w", keyID, ErrLastAdminKey)
+			}
+		}
+		if _, err := r.exec(ctx, `DELETE FROM api_keys WHERE id = ?`, keyID); err != nil {
+			return err
+		}
+		return r.notify(ctx, Change{Kind: APIKeyRevoked, OrgID: orgID, KeyID: keyID})
+	})
+	if err != nil {
 		return fmt.Errorf("revoking API key: %w", err)
 	}
 	s.invalidateAuthCaches()

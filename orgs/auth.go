@@ -15,8 +15,10 @@ import (
 
 const (
 	// AuthCacheTTL is how long an authenticated key is served from memory.
-	// A key revoked on another node keeps working here for at most this
-	// long; a key revoked through this process stops at once.
+	// A key revoked through this process stops at once; one revoked on
+	// another node sharing a PostgreSQL store stops when Watch delivers the
+	// change (within seconds, see Watch); otherwise (another process on the
+	// same SQLite file) after at most this long.
 	AuthCacheTTL = 30 * time.Second
 	// AuthNegativeCacheTTL is how long a rejected secret is remembered, so a
 	// client retrying a bad or revoked key in a loop costs no queries.
@@ -51,6 +53,7 @@ type Authenticator struct {
 	// it cannot race with a lookup that was in flight during the revocation.
 	generation atomic.Uint64
 
+	unwatch   func() // stops the store's change feed to this Authenticator
 	touches   chan touch
 	stop      chan struct{}
 	flusher   sync.WaitGroup
@@ -109,7 +112,19 @@ func NewAuthenticator(store *DB, cfg AuthConfig) (*Authenticator, error) {
 	store.authMu.Lock()
 	store.authenticators[a] = struct{}{}
 	store.authMu.Unlock()
+	// Its cache is empty yet: no initial Resync needed.
+	a.unwatch = store.changes.subscribe(a.applyChange, false)
 	return a, nil
+}
+
+// applyChange drops cached answers that a change made by any node may
+// have made wrong. It runs on the store's change feed, before watchers
+// that started later (such as a test waiting for the same change).
+func (a *Authenticator) applyChange(c Change) {
+	switch c.Kind {
+	case APIKeyRevoked, OrgDeleted, Resync:
+		a.InvalidateAll()
+	}
 }
 
 // Authenticate returns the key record for secret, or ErrUnauthenticated if
@@ -208,6 +223,7 @@ func (a *Authenticator) InvalidateAll() { a.generation.Add(1) }
 // during or after Close.
 func (a *Authenticator) Close() {
 	a.closeOnce.Do(func() {
+		a.unwatch()
 		a.store.authMu.Lock()
 		delete(a.store.authenticators, a)
 		a.store.authMu.Unlock()

@@ -12,85 +12,91 @@ import (
 )
 
 func TestAuthenticateAcceptsValidAndRejectsBadSecrets(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	org := mustCreateOrg(t, s, "acme")
-	key, secret := mustCreateKey(t, s, org.ID, RoleWriter)
-	a := newTestAuthenticator(t, s, AuthConfig{})
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
+		key, secret := mustCreateKey(t, s, org.ID, RoleWriter)
+		a := newTestAuthenticator(t, s, AuthConfig{})
 
-	got, err := a.Authenticate(ctx, secret)
-	if err != nil || got.ID != key.ID || got.OrgID != org.ID || got.Role != RoleWriter {
-		t.Fatalf("Authenticate(valid) = %+v, %v; want key %s", got, err, key.ID)
-	}
-
-	// Same key id, different random part: the id alone proves nothing.
-	wrong := secret[:len(secret)-43] + strings.Repeat("A", 43)
-	_, other := mustCreateKey(t, s, org.ID, RoleReader)
-	swapped := "sck_" + key.ID + other[strings.LastIndex(other, "_"):]
-	for name, bad := range map[string]string{
-		"wrong secret for a valid key id": wrong,
-		"another key's random part":       swapped,
-		"unknown key id":                  "sck_knosuchkey0000_" + strings.Repeat("A", 43),
-		"empty":                           "",
-		"no prefix":                       strings.TrimPrefix(secret, "sck_"),
-		"truncated":                       secret[:len(secret)-1],
-		"extra byte":                      secret + "A",
-		"bad key id characters":           "sck_K/../x_" + strings.Repeat("A", 43),
-	} {
-		if _, err := a.Authenticate(ctx, bad); !errors.Is(err, ErrUnauthenticated) {
-			t.Errorf("%s: error = %v, want ErrUnauthenticated", name, err)
+		got, err := a.Authenticate(ctx, secret)
+		if err != nil || got.ID != key.ID || got.OrgID != org.ID || got.Role != RoleWriter {
+			t.Fatalf("Authenticate(valid) = %+v, %v; want key %s", got, err, key.ID)
 		}
-	}
-	// The valid secret still works after those (no poisoning by key id).
-	if _, err := a.Authenticate(ctx, secret); err != nil {
-		t.Fatalf("valid secret after bad ones: %v", err)
-	}
+
+		// Same key id, different random part: the id alone proves nothing.
+		wrong := secret[:len(secret)-43] + strings.Repeat("A", 43)
+		_, other := mustCreateKey(t, s, org.ID, RoleReader)
+		swapped := "sck_" + key.ID + other[strings.LastIndex(other, "_"):]
+		for name, bad := range map[string]string{
+			"wrong secret for a valid key id": wrong,
+			"another key's random part":       swapped,
+			"unknown key id":                  "sck_knosuchkey0000_" + strings.Repeat("A", 43),
+			"empty":                           "",
+			"no prefix":                       strings.TrimPrefix(secret, "sck_"),
+			"truncated":                       secret[:len(secret)-1],
+			"extra byte":                      secret + "A",
+			"bad key id characters":           "sck_K/../x_" + strings.Repeat("A", 43),
+		} {
+			if _, err := a.Authenticate(ctx, bad); !errors.Is(err, ErrUnauthenticated) {
+				t.Errorf("%s: error = %v, want ErrUnauthenticated", name, err)
+			}
+		}
+		// The valid secret still works after those (no poisoning by key id).
+		if _, err := a.Authenticate(ctx, secret); err != nil {
+			t.Fatalf("valid secret after bad ones: %v", err)
+		}
+	})
 }
 
 func TestAuthCacheMakesOneQueryForManyRequests(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	org := mustCreateOrg(t, s, "acme")
-	_, secret := mustCreateKey(t, s, org.ID, RoleReader)
-	a := newTestAuthenticator(t, s, AuthConfig{})
-	lookups := countQueries(s, "FROM api_keys")
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
+		_, secret := mustCreateKey(t, s, org.ID, RoleReader)
+		a := newTestAuthenticator(t, s, AuthConfig{})
+		lookups := countQueries(s, "FROM api_keys")
 
-	for range 100 {
-		if _, err := a.Authenticate(ctx, secret); err != nil {
-			t.Fatal(err)
+		for range 100 {
+			if _, err := a.Authenticate(ctx, secret); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	if n := lookups.n.Load(); n != 1 {
-		t.Fatalf("100 authentications made %d key lookups, want 1", n)
-	}
+		if n := lookups.n.Load(); n != 1 {
+			t.Fatalf("100 authentications made %d key lookups, want 1", n)
+		}
+	})
 }
 
 func TestAuthCachesRejectionsBriefly(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	clock := newFakeClock()
-	a := newTestAuthenticator(t, s, AuthConfig{Now: clock.Now})
-	lookups := countQueries(s, "FROM api_keys")
-	bad := "sck_knosuchkey0000_" + strings.Repeat("A", 43)
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		clock := newFakeClock()
+		a := newTestAuthenticator(t, s, AuthConfig{Now: clock.Now})
+		lookups := countQueries(s, "FROM api_keys")
+		bad := "sck_knosuchkey0000_" + strings.Repeat("A", 43)
 
-	for range 50 {
-		if _, err := a.Authenticate(ctx, bad); !errors.Is(err, ErrUnauthenticated) {
-			t.Fatal(err)
+		for range 50 {
+			if _, err := a.Authenticate(ctx, bad); !errors.Is(err, ErrUnauthenticated) {
+				t.Fatal(err)
+			}
 		}
-	}
-	if n := lookups.n.Load(); n != 1 {
-		t.Fatalf("50 attempts with the same bad key made %d lookups, want 1", n)
-	}
-	clock.Advance(AuthNegativeCacheTTL)
-	a.Authenticate(ctx, bad)
-	if n := lookups.n.Load(); n != 2 {
-		t.Fatalf("after the negative TTL: %d lookups, want 2", n)
-	}
-	// Malformed secrets never reach the database.
-	a.Authenticate(ctx, "not-a-key")
-	if n := lookups.n.Load(); n != 2 {
-		t.Fatalf("a malformed secret made a lookup")
-	}
+		if n := lookups.n.Load(); n != 1 {
+			t.Fatalf("50 attempts with the same bad key made %d lookups, want 1", n)
+		}
+		clock.Advance(AuthNegativeCacheTTL)
+		a.Authenticate(ctx, bad)
+		if n := lookups.n.Load(); n != 2 {
+			t.Fatalf("after the negative TTL: %d lookups, want 2", n)
+		}
+		// Malformed secrets never reach the database.
+		a.Authenticate(ctx, "not-a-key")
+		if n := lookups.n.Load(); n != 2 {
+			t.Fatalf("a malformed secret made a lookup")
+		}
+	})
 }
 
 func TestRevokedKeyStopsAtOnceHereAndWithinTTLElsewhere(t *testing.T) {
@@ -133,102 +139,108 @@ func TestRevokedKeyStopsAtOnceHereAndWithinTTLElsewhere(t *testing.T) {
 }
 
 func TestDeleteOrgStopsItsKeysAtOnce(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	org := mustCreateOrg(t, s, "acme")
-	_, secret := mustCreateKey(t, s, org.ID, RoleAdmin)
-	a := newTestAuthenticator(t, s, AuthConfig{})
-	if _, err := a.Authenticate(ctx, secret); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.DeleteOrg(ctx, org.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
-		t.Fatalf("key of a deleted org: %v, want ErrUnauthenticated", err)
-	}
-}
-
-func TestLastUsedIsWrittenAtMostOncePerMinuteOffTheRequestPath(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	org := mustCreateOrg(t, s, "acme")
-	key, secret := mustCreateKey(t, s, org.ID, RoleReader)
-	clock := newFakeClock()
-	start := clock.Now()
-	// A long cache TTL keeps one cache entry for the whole test.
-	a, err := NewAuthenticator(s, AuthConfig{Now: clock.Now, CacheTTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writes := countQueries(s, "UPDATE api_keys SET last_used")
-
-	// 150 requests, one per second: uses at 0 s, 60 s and 120 s get written.
-	for range 150 {
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
+		_, secret := mustCreateKey(t, s, org.ID, RoleAdmin)
+		a := newTestAuthenticator(t, s, AuthConfig{})
 		if _, err := a.Authenticate(ctx, secret); err != nil {
 			t.Fatal(err)
 		}
-		clock.Advance(time.Second)
-	}
-	a.Close() // waits for queued writes
-	if n := writes.n.Load(); n != 3 {
-		t.Errorf("150 requests over 150 s made %d LastUsed writes, want 3", n)
-	}
-	got, err := s.GetAPIKey(ctx, key.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := start.Add(120 * time.Second); !got.LastUsed.Equal(want) {
-		t.Errorf("LastUsed = %v, want %v", got.LastUsed, want)
-	}
+		if err := s.DeleteOrg(ctx, org.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("key of a deleted org: %v, want ErrUnauthenticated", err)
+		}
+	})
+}
+
+func TestLastUsedIsWrittenAtMostOncePerMinuteOffTheRequestPath(t *testing.T) {
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
+		key, secret := mustCreateKey(t, s, org.ID, RoleReader)
+		clock := newFakeClock()
+		start := clock.Now()
+		// A long cache TTL keeps one cache entry for the whole test.
+		a, err := NewAuthenticator(s, AuthConfig{Now: clock.Now, CacheTTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writes := countQueries(s, "UPDATE api_keys SET last_used")
+
+		// 150 requests, one per second: uses at 0 s, 60 s and 120 s get written.
+		for range 150 {
+			if _, err := a.Authenticate(ctx, secret); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(time.Second)
+		}
+		a.Close() // waits for queued writes
+		if n := writes.n.Load(); n != 3 {
+			t.Errorf("150 requests over 150 s made %d LastUsed writes, want 3", n)
+		}
+		got, err := s.GetAPIKey(ctx, key.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := start.Add(120 * time.Second); !got.LastUsed.Equal(want) {
+			t.Errorf("LastUsed = %v, want %v", got.LastUsed, want)
+		}
+	})
 }
 
 func TestConcurrentAuthentication(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	org := mustCreateOrg(t, s, "acme")
-	var secrets []string
-	for range 4 {
-		_, secret := mustCreateKey(t, s, org.ID, RoleWriter)
-		secrets = append(secrets, secret)
-	}
-	revoked, revokedSecret := mustCreateKey(t, s, org.ID, RoleReader)
-	if err := s.RevokeAPIKey(ctx, org.ID, revoked.ID); err != nil {
-		t.Fatal(err)
-	}
-	a := newTestAuthenticator(t, s, AuthConfig{})
+	eachStore(t, func(t *testing.T, st testStore) {
+		ctx := context.Background()
+		s := st.DB
+		org := mustCreateOrg(t, s, "acme")
+		var secrets []string
+		for range 4 {
+			_, secret := mustCreateKey(t, s, org.ID, RoleWriter)
+			secrets = append(secrets, secret)
+		}
+		revoked, revokedSecret := mustCreateKey(t, s, org.ID, RoleReader)
+		if err := s.RevokeAPIKey(ctx, org.ID, revoked.ID); err != nil {
+			t.Fatal(err)
+		}
+		a := newTestAuthenticator(t, s, AuthConfig{})
 
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for g := range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 200 {
-				secret := secrets[(g+i)%len(secrets)]
-				if _, err := a.Authenticate(ctx, secret); err != nil {
-					errs <- fmt.Errorf("valid key rejected: %w", err)
-					return
-				}
-				if _, err := a.Authenticate(ctx, revokedSecret); !errors.Is(err, ErrUnauthenticated) {
-					errs <- fmt.Errorf("revoked key: %v", err)
-					return
-				}
-				if i%50 == 0 { // revocations elsewhere invalidate the cache meanwhile
-					a.InvalidateAll()
-					if err := s.Audit(ctx, org.ID, "system", "test.concurrent", ""); err != nil {
-						errs <- err
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for g := range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 200 {
+					secret := secrets[(g+i)%len(secrets)]
+					if _, err := a.Authenticate(ctx, secret); err != nil {
+						errs <- fmt.Errorf("valid key rejected: %w", err)
 						return
 					}
+					if _, err := a.Authenticate(ctx, revokedSecret); !errors.Is(err, ErrUnauthenticated) {
+						errs <- fmt.Errorf("revoked key: %v", err)
+						return
+					}
+					if i%50 == 0 { // revocations elsewhere invalidate the cache meanwhile
+						a.InvalidateAll()
+						if err := s.Audit(ctx, org.ID, "system", "test.concurrent", ""); err != nil {
+							errs <- err
+							return
+						}
+					}
 				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
 }
 
 func BenchmarkAuthenticateCached(b *testing.B) {

@@ -20,10 +20,16 @@ type BootstrapResult struct {
 // Bootstrap makes a fresh store usable: if it holds no org and no API key,
 // it creates the org "default", an admin key for it and an operator key, in
 // one transaction, and returns their secrets. On any other store it changes
-// nothing and returns Created false.
+// nothing and returns Created false. Nodes starting together on one fresh
+// PostgreSQL database bootstrap it once: exactly one gets Created true.
 func (s *DB) Bootstrap(ctx context.Context) (BootstrapResult, error) {
 	var res BootstrapResult
 	err := s.inTx(ctx, func(r runner) error {
+		// Taken before counting, so a node that waited sees what the first
+		// one created.
+		if err := r.lock(ctx, lockBootstrap); err != nil {
+			return err
+		}
 		var orgs, keys int
 		if err := r.queryRow(ctx, `SELECT COUNT(*) FROM orgs`).Scan(&orgs); err != nil {
 			return err

@@ -17,4 +17,8 @@ var (
 	// ErrUnauthenticated: an API key is malformed, unknown or revoked. It
 	// deliberately does not say which.
 	ErrUnauthenticated = errors.New("invalid or revoked API key")
+	// ErrLastAdminKey: the API key is the org's last admin key, which is
+	// never revoked (nobody could manage the org, and the operator cannot
+	// hand out keys).
+	ErrLastAdminKey = errors.New("this is the org's last admin key: create another admin key first")
 )

@@ -2,6 +2,7 @@ package orgs
 
 import (
 	"context"
+	"crypto/subtle"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -67,8 +68,9 @@ func validateKeyRecord(rec encryption.KeyRecord) error {
 
 // EnableKey stores rec as the org's only key record and turns the org's
 // encryption flag on, in one transaction. Earlier records of the org are
-// deleted (their data becomes unreadable). ErrNotFound if the org does not
-// exist; ErrAlreadyExists if rec.KeyID is used by another record.
+// deleted (their data becomes unreadable) and erased from the store's
+// files (see shred.go). ErrNotFound if the org does not exist;
+// ErrAlreadyExists if rec.KeyID is used by another record.
 func (s *DB) EnableKey(ctx context.Context, rec encryption.KeyRecord) error {
 	if err := validateKeyRecord(rec); err != nil {
 		return err
@@ -79,12 +81,16 @@ func (s *DB) EnableKey(ctx context.Context, rec encryption.KeyRecord) error {
 	if rec.LastRewrapped.IsZero() {
 		rec.LastRewrapped = rec.Created
 	}
+	replaced := 0
 	err := s.inTx(ctx, func(r runner) error {
-		res, err := r.exec(ctx, `UPDATE orgs SET encryption_enabled = 1 WHERE id = ?`, rec.OrgID)
-		if err := affectedOne(res, err, fmt.Sprintf("org id %q", rec.OrgID)); err != nil {
+		if err := r.lockOrg(ctx, rec.OrgID); err != nil {
 			return err
 		}
-		if _, err := r.exec(ctx, `DELETE FROM key_records WHERE org_id = ?`, rec.OrgID); err != nil {
+		if _, err := r.exec(ctx, `UPDATE orgs SET encryption_enabled = 1 WHERE id = ?`, rec.OrgID); err != nil {
+			return err
+		}
+		var err error
+		if replaced, err = r.deleteKeyRecords(ctx, rec.OrgID, time.Now()); err != nil {
 			return err
 		}
 		_, err = r.exec(ctx, `INSERT INTO key_records (`+keyRecordColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -93,29 +99,43 @@ func (s *DB) EnableKey(ctx context.Context, rec encryption.KeyRecord) error {
 		if s.dialect.isUniqueViolation(err) {
 			return fmt.Errorf("key id %q: %w", rec.KeyID, ErrAlreadyExists)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return r.notify(ctx, Change{Kind: KeyRecordsChanged, OrgID: rec.OrgID, KeyID: rec.KeyID})
 	})
 	if err != nil {
 		return fmt.Errorf("enabling encryption key: %w", err)
+	}
+	if replaced > 0 {
+		return s.afterShred(ctx, "enabling encryption key (replacing the previous one)")
 	}
 	return nil
 }
 
 // DisableKeys deletes every key record of the org and clears its
-// encryption flag, in one transaction. ErrNotFound if the org does not
+// encryption flag, in one transaction, then erases the deleted records
+// from the store's files (see shred.go). ErrNotFound if the org does not
 // exist.
 func (s *DB) DisableKeys(ctx context.Context, orgID string) error {
 	err := s.inTx(ctx, func(r runner) error {
-		if _, err := r.exec(ctx, `DELETE FROM key_records WHERE org_id = ?`, orgID); err != nil {
+		if err := r.lockOrg(ctx, orgID); err != nil {
 			return err
 		}
-		res, err := r.exec(ctx, `UPDATE orgs SET encryption_enabled = 0 WHERE id = ?`, orgID)
-		return affectedOne(res, err, fmt.Sprintf("org id %q", orgID))
+		if _, err := r.deleteKeyRecords(ctx, orgID, time.Now()); err != nil {
+			return err
+		}
+		if _, err := r.exec(ctx, `UPDATE orgs SET encryption_enabled = 0 WHERE id = ?`, orgID); err != nil {
+			return err
+		}
+		return r.notify(ctx, Change{Kind: KeyRecordsChanged, OrgID: orgID})
 	})
 	if err != nil {
 		return fmt.Errorf("disabling encryption keys: %w", err)
 	}
-	return nil
+	// Always, even when there was nothing to delete: disabling again is
+	// how an earlier purge that failed is finished.
+	return s.afterShred(ctx, "disabling encryption keys")
 }
 
 // ListKeyRecords returns every key record, for the re-wrap job.
@@ -140,18 +160,46 @@ func (s *DB) ListKeyRecords(ctx context.Context) ([]encryption.KeyRecord, error)
 }
 
 // UpdateWrappedKeys replaces both wrapped halves of a record after a
-// re-wrap. ErrNotFound if the record is gone (CMEK was disabled meanwhile:
-// the re-wrap result must then be dropped, not resurrected).
+// re-wrap; the old halves are erased from the store's files (see
+// shred.go). ErrNotFound if the record is gone (CMEK was disabled
+// meanwhile: the re-wrap result must then be dropped, not resurrected).
 func (s *DB) UpdateWrappedKeys(ctx context.Context, keyID string, wrappedCustomer, wrappedOperator []byte, at time.Time) error {
 	if len(wrappedCustomer) == 0 || len(wrappedOperator) == 0 {
 		return fmt.Errorf("%w: re-wrapped keys of %q are empty", ErrInvalidArgument, keyID)
 	}
-	res, err := s.run().exec(ctx, `UPDATE key_records SET wrapped_customer_key = ?, wrapped_operator_key = ?, last_rewrapped = ? WHERE key_id = ?`,
-		wrappedCustomer, wrappedOperator, toNanos(at), keyID)
-	if err := affectedOne(res, err, fmt.Sprintf("key record %q", keyID)); err != nil {
+	err := s.inTx(ctx, func(r runner) error {
+		// Lock the record: two nodes re-wrapping at once must each
+		// fingerprint the halves they replace.
+		var orgID string
+		var oldCustomer, oldOperator []byte
+		err := r.queryRow(ctx, `SELECT org_id, wrapped_customer_key, wrapped_operator_key FROM key_records WHERE key_id = ?`+s.dialect.forUpdate, keyID).
+			Scan(&orgID, &oldCustomer, &oldOperator)
+		if err != nil {
+			return notFound(err, fmt.Sprintf("key record %q", keyID))
+		}
+		_, err = r.exec(ctx, `UPDATE key_records SET wrapped_customer_key = ?, wrapped_operator_key = ?, last_rewrapped = ? WHERE key_id = ?`,
+			wrappedCustomer, wrappedOperator, toNanos(at), keyID)
+		if err != nil {
+			return err
+		}
+		// A half the re-wrap left unchanged is still live: not shredded.
+		if subtle.ConstantTimeCompare(oldCustomer, wrappedCustomer) == 1 {
+			clear(oldCustomer)
+			oldCustomer = nil
+		}
+		if subtle.ConstantTimeCompare(oldOperator, wrappedOperator) == 1 {
+			clear(oldOperator)
+			oldOperator = nil
+		}
+		if err := r.shredHalves(ctx, orgID, keyID, oldCustomer, oldOperator, time.Now()); err != nil {
+			return err
+		}
+		return r.notify(ctx, Change{Kind: KeyRecordsChanged, OrgID: orgID, KeyID: keyID})
+	})
+	if err != nil {
 		return fmt.Errorf("updating wrapped keys: %w", err)
 	}
-	return nil
+	return s.afterShred(ctx, "updating wrapped keys")
 }
 
 // RecordKMSStatus stores the outcome of a KMS call for the org's key

@@ -19,6 +19,10 @@ type migration struct {
 	version    int
 	name       string
 	statements []string
+	// scrubAfter: when this step is applied to a store that existed
+	// before, erase deleted bytes from the whole store afterwards (see
+	// DB.scrub).
+	scrubAfter bool
 }
 
 var migrations = []migration{
@@ -70,17 +74,53 @@ var migrations = []migration{
 			`CREATE INDEX key_records_org_id ON key_records (org_id)`,
 		},
 	},
+	{
+		version: 2,
+		name:    "fingerprints of shredded key material",
+		statements: []string{
+			// One row per wrapped key half that was deleted or replaced:
+			// enough to find a copy left in the store (see shred.go),
+			// nothing to rebuild it. No foreign key: the rows outlive the
+			// org, like operator audit events. purged is when the store
+			// last erased deleted bytes after this row was written (WAL
+			// checkpoint, VACUUM FULL); 0 means not yet.
+			`CREATE TABLE shredded_key_material (
+				id           {{SERIAL_PK}},
+				org_id       TEXT NOT NULL,
+				key_id       TEXT NOT NULL,
+				half         TEXT NOT NULL,
+				length       BIGINT NOT NULL,
+				rolling_hash BIGINT NOT NULL,
+				sha256       {{BLOB}} NOT NULL,
+				shredded     BIGINT NOT NULL,
+				purged       BIGINT NOT NULL DEFAULT 0
+			)`,
+			`CREATE INDEX shredded_key_material_org_id ON shredded_key_material (org_id)`,
+		},
+		// Stores written before this migration deleted key records without
+		// secure_delete: their old bytes may sit in free space. Rewrite the
+		// files once.
+		scrubAfter: true,
+	},
 }
 
-// migrate brings the schema up to the last migration. It is safe to run
-// from several processes at once: each step checks, inside its own write
-// transaction, whether another process applied it first.
-func (s *DB) migrate(ctx context.Context) error {
-	_, err := s.run().exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version BIGINT PRIMARY KEY,
-		name    TEXT NOT NULL,
-		applied BIGINT NOT NULL
-	)`)
+// migrate brings the schema up to the last of steps (migrations, except in
+// tests that build an old store). It is safe to run from several processes
+// at once: each step runs in a transaction that holds the migrations lock
+// (PostgreSQL advisory lock; SQLite's write lock) and checks whether
+// another process applied it first.
+func (s *DB) migrate(ctx context.Context, steps []migration) error {
+	err := s.inTx(ctx, func(r runner) error {
+		if err := r.lock(ctx, lockMigrations); err != nil {
+			return err
+		}
+		_, err := r.exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version BIGINT PRIMARY KEY,
+			name    TEXT NOT NULL,
+			applied BIGINT NOT NULL
+		)`)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("creating schema_migrations: %w", err)
 	}
@@ -89,12 +129,17 @@ func (s *DB) migrate(ctx context.Context) error {
 	if err := s.run().queryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&newest); err != nil {
 		return fmt.Errorf("reading schema version: %w", err)
 	}
-	if known := migrations[len(migrations)-1].version; newest > known {
+	if known := steps[len(steps)-1].version; newest > known {
 		return fmt.Errorf("metadata database schema is version %d but this sealcache knows only up to %d: run a newer sealcache (downgrades are not supported)", newest, known)
 	}
 
-	for _, m := range migrations {
+	scrub := false
+	for _, m := range steps {
+		appliedNow := false
 		err := s.inTx(ctx, func(r runner) error {
+			if err := r.lock(ctx, lockMigrations); err != nil {
+				return err
+			}
 			var applied int
 			if err := r.queryRow(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&applied); err != nil {
 				return err
@@ -109,10 +154,18 @@ func (s *DB) migrate(ctx context.Context) error {
 			}
 			_, err := r.exec(ctx, `INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)`,
 				m.version, m.name, toNanos(time.Now()))
+			appliedNow = err == nil
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("applying schema migration %d (%s): %w", m.version, m.name, err)
+		}
+		// newest > 0: the store held data before this open.
+		scrub = scrub || appliedNow && m.scrubAfter && newest > 0
+	}
+	if scrub {
+		if err := s.scrub(ctx); err != nil {
+			return fmt.Errorf("erasing deleted data after upgrading the schema: %w", err)
 		}
 	}
 	return nil

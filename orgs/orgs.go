@@ -116,18 +116,25 @@ func (s *DB) ListOrgs(ctx context.Context) ([]Org, error) {
 }
 
 // DeleteOrg deletes the org, its CMEK key records (first, so its data is
-// crypto-shredded even if a later step failed), its API keys and its audit
-// events, in one transaction. Operator audit events (org id "") are kept,
-// so the deletion itself stays on record. Authenticators built on this
-// store forget the org's keys at once.
+// crypto-shredded even if a later step failed; erased from the store's
+// files afterwards, see shred.go), its API keys and its audit events, in
+// one transaction. Operator audit events (org id "") are kept, so the
+// deletion itself stays on record, and so are the fingerprints of the
+// org's shredded keys (see LeftoverKeyMaterial). Authenticators built on
+// this store forget the org's keys at once; other nodes' through Watch.
 func (s *DB) DeleteOrg(ctx context.Context, id string) error {
 	if id == "" {
 		// "" is the operator's pseudo-org; never match its audit events.
 		return fmt.Errorf("deleting org: empty org id: %w", ErrNotFound)
 	}
 	err := s.inTx(ctx, func(r runner) error {
+		if err := r.lockOrg(ctx, id); err != nil {
+			return err
+		}
+		if _, err := r.deleteKeyRecords(ctx, id, time.Now()); err != nil {
+			return err
+		}
 		for _, stmt := range []string{
-			`DELETE FROM key_records WHERE org_id = ?`,
 			`DELETE FROM api_keys WHERE org_id = ?`,
 			`DELETE FROM audit_events WHERE org_id = ?`,
 		} {
@@ -136,11 +143,14 @@ func (s *DB) DeleteOrg(ctx context.Context, id string) error {
 			}
 		}
 		res, err := r.exec(ctx, `DELETE FROM orgs WHERE id = ?`, id)
-		return affectedOne(res, err, fmt.Sprintf("org id %q", id))
+		if err := affectedOne(res, err, fmt.Sprintf("org id %q", id)); err != nil {
+			return err
+		}
+		return r.notify(ctx, Change{Kind: OrgDeleted, OrgID: id})
 	})
 	if err != nil {
 		return fmt.Errorf("deleting org: %w", err)
 	}
 	s.invalidateAuthCaches()
-	return nil
+	return s.afterShred(ctx, "deleting org")
 }

@@ -1,9 +1,19 @@
 // Package orgs is Sealcache's metadata store: organizations, API keys and
 // their roles, the audit log and the CMEK key records (only wrapped keys).
 //
-// The embedded default is SQLite (modernc.org/sqlite, pure Go). All SQL is
-// kept portable and database differences live in dialect.go, so PostgreSQL
-// can be added for many-node deployments without changing callers.
+// The embedded default is SQLite (modernc.org/sqlite, pure Go; OpenSQLite);
+// many nodes share one PostgreSQL (OpenPostgres). All SQL is kept portable
+// and database differences live in dialect.go, so callers never see which
+// database is in use.
+//
+// Where to look:
+//   - store.go: DB, OpenSQLite, how statements and transactions run;
+//   - postgres.go: OpenPostgres;
+//   - migrations.go: the schema;
+//   - orgs.go, apikeys.go, auth.go, audit.go, keyrecords.go: the records;
+//   - shred.go, fingerprint.go: erasing deleted key material from the
+//     store's files and checking that it is gone;
+//   - watch.go, listen_postgres.go: change notifications across nodes.
 package orgs
 
 import (
@@ -26,6 +36,21 @@ import (
 type DB struct {
 	db      *sql.DB
 	dialect *dialect
+
+	// sqlitePath is the database file (SQLite only): LeftoverKeyMaterial
+	// reads it and its -wal and -shm files directly.
+	sqlitePath string
+	// listen starts the feed of changes made by other nodes (PostgreSQL
+	// only; nil for SQLite). See watch.go.
+	listen func()
+	// beforeListenerConnect, when set, runs before each connection attempt
+	// of the PostgreSQL change feed (tests hold reconnects with it).
+	beforeListenerConnect func(ctx context.Context)
+
+	changes   *changeHub
+	closing   chan struct{} // closed by Close: background work stops
+	closeOnce sync.Once
+	bg        sync.WaitGroup // background goroutines, waited for by Close
 
 	// queryHook, when set, sees every statement before it runs. Tests use
 	// it to count database round trips.
@@ -53,6 +78,14 @@ func OpenSQLite(path string) (*DB, error) {
 		return nil, fmt.Errorf("%w: metadata database path %q: give a plain file path without '?', '#' or a file: prefix", ErrInvalidArgument, path)
 	}
 	params := url.Values{
+		// Overwrite deleted content with zeros instead of only marking the
+		// space free, so a deleted key record leaves no bytes in the file
+		// (crypto-shredding; see shred.go). Freed overflow and freelist
+		// pages are zeroed too. Each connection needs it; the pool has one.
+		// temp_store keeps SQLite's temporary files (sorts, VACUUM) in
+		// memory, so no copy of a page ever lands in a file outside the
+		// store either.
+		"_pragma":       {"secure_delete(1)", "temp_store(2)"},
 		"_busy_timeout": {fmt.Sprint(sqliteBusyTimeout.Milliseconds())},
 		"_journal_mode": {"WAL"},
 		"_synchronous":  {"NORMAL"}, // durable across process crashes; WAL makes this safe
@@ -69,22 +102,51 @@ func OpenSQLite(path string) (*DB, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 
-	s := &DB{db: db, dialect: sqliteDialect, authenticators: map[*Authenticator]struct{}{}}
+	s := newDB(db, sqliteDialect)
+	s.sqlitePath = path
 	ctx := context.Background()
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("opening metadata database %s: %w (check that the directory exists and is writable)", path, err)
 	}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, migrations); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("metadata database %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// Close closes the database. Authenticators built on the store must be
-// closed first.
-func (s *DB) Close() error { return s.db.Close() }
+func newDB(db *sql.DB, d *dialect) *DB {
+	s := &DB{
+		db:             db,
+		dialect:        d,
+		closing:        make(chan struct{}),
+		authenticators: map[*Authenticator]struct{}{},
+	}
+	s.changes = newChangeHub(s)
+	return s
+}
+
+// Close stops watching for changes and closes the database.
+// Authenticators built on the store must be closed first.
+func (s *DB) Close() error {
+	s.closeOnce.Do(func() {
+		s.changes.close()
+		close(s.closing)
+	})
+	s.bg.Wait()
+	return s.db.Close()
+}
+
+// goBackground runs f in a goroutine that Close waits for. f must return
+// once s.closing is closed.
+func (s *DB) goBackground(f func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
+}
 
 // setQueryHook installs f to see every statement (nil removes it).
 func (s *DB) setQueryHook(f func(query string)) {
@@ -105,8 +167,16 @@ type queryer interface {
 // runner runs portable SQL on a connection or transaction: it rewrites
 // placeholders for the dialect and reports each statement to the hook.
 type runner struct {
-	q queryer
-	s *DB
+	q  queryer
+	s  *DB
+	tx *txState // nil outside a transaction
+}
+
+// txState is what a transaction carries besides its statements.
+type txState struct {
+	// changes are published to this process's watchers after commit
+	// (dialects without notifyStmt; see runner.notify).
+	changes []Change
 }
 
 func (s *DB) run() runner { return runner{q: s.db, s: s} }
@@ -131,18 +201,44 @@ func (r runner) queryRow(ctx context.Context, query string, args ...any) *sql.Ro
 }
 
 // inTx runs f in one transaction, committing if f returns nil. Inside f use
-// only the given runner: the pool has one connection, which the transaction
-// holds.
+// only the given runner: the SQLite pool has one connection, which the
+// transaction holds.
 func (s *DB) inTx(ctx context.Context, f func(r runner) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := f(runner{q: tx, s: s}); err != nil {
+	state := &txState{}
+	if err := f(runner{q: tx, s: s, tx: state}); err != nil {
 		tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	for _, c := range state.changes {
+		s.changes.publish(c)
+	}
+	return nil
+}
+
+// lock takes the named transaction lock (dialect.txLock) until the
+// transaction ends, where the dialect needs one.
+func (r runner) lock(ctx context.Context, name int64) error {
+	if r.s.dialect.txLock == "" {
+		return nil
+	}
+	_, err := r.exec(ctx, r.s.dialect.txLock, name)
+	return err
+}
+
+// lockOrg locks the org's row until the transaction ends, so changes to
+// one org's keys and key records happen one after the other on every
+// node. It reports ErrNotFound if the org does not exist.
+func (r runner) lockOrg(ctx context.Context, orgID string) error {
+	var one int
+	err := r.queryRow(ctx, `SELECT 1 FROM orgs WHERE id = ?`+r.s.dialect.forUpdate, orgID).Scan(&one)
+	return notFound(err, fmt.Sprintf("org id %q", orgID))
 }
 
 // affectedOne turns "no row matched" into ErrNotFound with a message.

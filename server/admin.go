@@ -67,14 +67,28 @@ func (s *Server) serveShredCheck(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(ShredCheckResponse{
+	leftovers, err := s.orgs.LeftoverKeyMaterial(r.Context(), orgID)
+	if err != nil {
+		http.Error(w, "searching the metadata store for deleted key material: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	resp := ShredCheckResponse{
 		OrgID: report.OrgID, OrgExists: orgErr == nil, Objects: report.Objects, Plain: report.Plain, Sealed: report.Sealed,
-		Opened: report.Opened, Shredded: report.Shredded(), KeyError: report.KeyError,
-	})
+		Opened: report.Opened, KeyError: report.KeyError,
+		Shredded: report.Shredded() && len(leftovers) == 0,
+	}
+	for _, f := range leftovers {
+		resp.KeyMaterialLeft = append(resp.KeyMaterialLeft, KeyMaterialFinding{
+			KeyID: f.KeyID, Half: f.Half, Where: f.Where, Offset: f.Offset, Copies: f.Copies, Problem: f.Problem,
+		})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
 }
 
-// ShredCheckResponse is the JSON answer of GET /v1/shred-check.
+// ShredCheckResponse is the JSON answer of GET /v1/shred-check. Shredded
+// holds when no stored object sealed under a deleted key opens and no copy
+// of a deleted key's wrapped halves is left in the metadata store.
 type ShredCheckResponse struct {
 	OrgID     string `json:"org_id"`
 	OrgExists bool   `json:"org_exists"` // false for a deleted (or mistyped) org id
@@ -84,4 +98,17 @@ type ShredCheckResponse struct {
 	Opened    int64  `json:"opened"`
 	Shredded  bool   `json:"shredded"`
 	KeyError  string `json:"key_error,omitempty"`
+	// KeyMaterialLeft lists copies of deleted wrapped key halves found in
+	// the metadata store's files (SQLite) or live rows (PostgreSQL).
+	KeyMaterialLeft []KeyMaterialFinding `json:"key_material_left,omitempty"`
+}
+
+// KeyMaterialFinding is one place where a deleted wrapped key half was found.
+type KeyMaterialFinding struct {
+	KeyID   string `json:"key_id"`
+	Half    string `json:"half"` // customer or operator
+	Where   string `json:"where"`
+	Offset  int64  `json:"offset"` // -1 when Where is no file
+	Copies  int    `json:"copies"`
+	Problem string `json:"problem"`
 }

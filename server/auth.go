@@ -80,6 +80,13 @@ var methodAccess = map[string]access{
 	"/google.bytestream.ByteStream/Write":            accessWrite,
 	"/google.bytestream.ByteStream/QueryWriteStatus": accessWrite,
 
+	// Remote Asset API: any reader finds assets; only writers make the
+	// server download (checked in FetchBlob) or push mappings.
+	"/build.bazel.remote.asset.v1.Fetch/FetchBlob":      accessRead,
+	"/build.bazel.remote.asset.v1.Fetch/FetchDirectory": accessRead,
+	"/build.bazel.remote.asset.v1.Push/PushBlob":        accessWrite,
+	"/build.bazel.remote.asset.v1.Push/PushDirectory":   accessWrite,
+
 	"/grpc.health.v1.Health/Check": accessNone,
 	"/grpc.health.v1.Health/Watch": accessNone,
 	"/grpc.health.v1.Health/List":  accessNone,
@@ -178,9 +185,7 @@ func (s *Server) countGRPC(fullMethod string, err error) {
 		service = service[j+1:]
 	}
 	s.metrics.requests.WithLabelValues("grpc", service, method, status.Code(err).String()).Inc()
-	if err != nil && status.Code(err) == codes.Internal {
-		s.log.Error("request failed", "method", fullMethod, "err", err)
-	}
+	s.refusals.observeGRPC(fullMethod, err)
 }
 
 type principalStream struct {

@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -300,21 +302,23 @@ func TestFirstStartPrintsKeysOnceAndNeverLogsThem(t *testing.T) {
 			t.Errorf("%s: %v, mode %v; want mode 0600", name, err, info.Mode().Perm())
 		}
 	}
+	// Use the key so it would show up in request logs, if there were any.
+	// The answer also shows the server is serving, so the banner is out.
+	if _, err := first.cas().FindMissingBlobs(context.Background(), &repb.FindMissingBlobsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// The flags name the port really bound (the test binds port 0).
 	out := first.bootOut.String()
-	for _, want := range []string{adminKey, operatorKey, "--remote_cache=grpc://127.0.0.1:1985", "--remote_header=x-api-key=" + adminKey} {
+	for _, want := range []string{adminKey, operatorKey, "--remote_cache=grpc://" + first.grpcAddr, "--remote_header=x-api-key=" + adminKey} {
 		if !strings.Contains(out, want) {
 			t.Errorf("first start output lacks %q:\n%s", want, out)
 		}
-	}
-	// Use the key so it would show up in request logs, if there were any.
-	if _, err := first.cas().FindMissingBlobs(context.Background(), &repb.FindMissingBlobsRequest{}); err != nil {
-		t.Fatal(err)
 	}
 	// A second server on the same data dir (after the first stops).
 	first.stop()
 	os.Remove(filepath.Join(dir, InitialAdminKeyFile))
 	second := startServerWith(t, cfg)
-	if second.bootOut.Len() != 0 {
+	if second.bootOut.String() != "" {
 		t.Errorf("second start printed:\n%s", second.bootOut)
 	}
 	if _, err := os.Stat(filepath.Join(dir, InitialAdminKeyFile)); !os.IsNotExist(err) {
@@ -330,8 +334,16 @@ func TestFirstStartPrintsKeysOnceAndNeverLogsThem(t *testing.T) {
 // Authorization denies by default: every method the gRPC server registers
 // has an explicit rule, and a method without one is refused for every key.
 func TestEveryRegisteredMethodHasAnAccessRule(t *testing.T) {
-	env := startServer(t)
-	g := env.s.newGRPCServer(nil)
+	// A server that is not serving: newGRPCServer reads what
+	// ServeListeners sets up, so it must not run beside it.
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	s, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	g := s.newGRPCServer(nil)
 	registered := 0
 	for service, info := range g.GetServiceInfo() {
 		for _, m := range info.Methods {
@@ -345,7 +357,7 @@ func TestEveryRegisteredMethodHasAnAccessRule(t *testing.T) {
 	if registered < len(methodAccess) {
 		t.Errorf("methodAccess lists %d methods but only %d are registered: remove rules of methods that are gone", len(methodAccess), registered)
 	}
-	_, err := env.s.grpcPrincipal(context.Background(), "/build.bazel.remote.execution.v2.Execution/Execute")
+	_, err = s.grpcPrincipal(context.Background(), "/build.bazel.remote.execution.v2.Execution/Execute")
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("a method without a rule: %v; want PERMISSION_DENIED", err)
 	}

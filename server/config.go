@@ -29,6 +29,13 @@ type Config struct {
 	// messages; by default they are stored as opaque entries (ccache).
 	HTTPACStrict bool
 
+	// Remote Asset API (grpc_asset.go, asset_fetch.go): whether FetchBlob
+	// downloads on a miss (AssetFetchOn or AssetFetchOff), from which hosts
+	// (empty: any host at a public address), and for how long at most.
+	AssetFetch             string
+	AssetFetchAllowedHosts []string
+	AssetFetchTimeout      time.Duration
+
 	// CMEK
 	KeyCacheTTL        time.Duration
 	KeyRewrapInterval  time.Duration
@@ -76,6 +83,8 @@ func Defaults() Config {
 		HTTPAddress:       ":8080",
 		MaxSize:           20 << 30,
 		AnonymousAccess:   AnonymousNone,
+		AssetFetch:        AssetFetchOn,
+		AssetFetchTimeout: 5 * time.Minute,
 		AuthCacheTTL:      30 * time.Second,
 		KeyCacheTTL:       encryption.MaxKeyTTL,
 		KeyRewrapInterval: 6 * time.Hour,
@@ -100,6 +109,9 @@ func (c *Config) Validate() error {
 	case AnonymousNone, AnonymousRead, AnonymousWrite:
 	default:
 		return fmt.Errorf("--anonymous_access=%q: use none, read or write", c.AnonymousAccess)
+	}
+	if err := c.validateAssetFetch(); err != nil {
+		return err
 	}
 	if c.KeyCacheTTL <= 0 || c.KeyCacheTTL > encryption.MaxKeyTTL {
 		return fmt.Errorf("--key_cache_ttl=%s: must be above 0 and at most %s, the promised bound on how long a disabled key keeps working", c.KeyCacheTTL, encryption.MaxKeyTTL)

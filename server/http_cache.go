@@ -37,6 +37,7 @@ type httpCache struct {
 	log          *slog.Logger
 	maxBlobSize  int64 // 0: no limit beyond the store's
 	acStrict     bool  // refuse /ac/ bodies that are not ActionResults
+	refusals     *refusalLog
 }
 
 // parseCachePath splits "/a/b/ac/HASH" into instance "a/b", kind and hash.
@@ -57,12 +58,14 @@ func parseCachePath(path string) (instance string, kind cas.Kind, hash string, o
 }
 
 func (h *httpCache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	code := h.serve(w, r)
+	rec := &errorRecorder{ResponseWriter: w}
+	code := h.serve(rec, r)
 	kind := "other"
 	if _, k, _, ok := parseCachePath(r.URL.Path); ok {
 		kind = k.String()
 	}
 	h.metrics.requests.WithLabelValues("http", kind, r.Method, strconv.Itoa(code)).Inc()
+	h.refusals.observeHTTP(r.Method+" /"+kind, code, rec.message())
 }
 
 // serve handles one request and returns the HTTP status it sent.
@@ -126,7 +129,12 @@ func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Cont
 		body, size = bytes.NewReader(data), int64(len(data))
 	}
 	counted := &countingReader{r: body}
-	if err := h.blobs.Put(ctx, key, size, counted); err != nil {
+	var limited io.Reader = counted
+	if h.maxBlobSize > 0 {
+		// A body sent without Content-Length is held to the limit too.
+		limited = &maxBlobReader{r: counted, left: h.maxBlobSize, limit: h.maxBlobSize}
+	}
+	if err := h.blobs.Put(ctx, key, size, limited); err != nil {
 		return httpError(w, storeError(err))
 	}
 	h.metrics.bytesIn("http", counted.n)

@@ -40,20 +40,39 @@ type Server struct {
 	metrics      *metrics
 	registry     *prometheus.Registry
 	uploads      *uploadTable
+	refusals     *refusalLog  // refused and failed requests, rate-limited
+	evictions    *evictionLog // evictions under pressure, summed up
 	closers      []func() error
+
+	// firstStart holds the keys a first start created until both ports
+	// serve; ServeListeners prints them (see announceInitialKeys).
+	firstStart *orgs.BootstrapResult
+	bannerOut  io.Writer
 }
 
 // Run starts the server and blocks until ctx ends, then shuts down:
 // in-flight requests get cfg.ShutdownGrace to finish, unfinished uploads
 // are dropped without publishing anything. out receives the one-time
 // bootstrap message with the initial API keys.
+//
+// Both ports are bound first: when one is busy, Run fails before it
+// creates the data directory, any key or any file.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
-	s, err := New(ctx, cfg, log, out)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	grpcLis, httpLis, err := listenBoth(cfg)
 	if err != nil {
 		return err
 	}
+	s, err := New(ctx, cfg, log, out)
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
 	defer s.Close()
-	return s.Serve(ctx)
+	return s.ServeListeners(ctx, grpcLis, httpLis)
 }
 
 // New opens the data directory and composes the stores; it does not listen.
@@ -64,10 +83,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*Ser
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating --data_dir: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, log: log, registry: prometheus.NewRegistry(), bannerOut: out}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newMetrics(s.registry)
-	if err := s.openMetadata(ctx, out); err != nil {
+	s.refusals = newRefusalLog(log, cfg.Clock)
+	s.evictions = newEvictionLog(log, cfg.MaxSize, cfg.Clock)
+	if err := s.openMetadata(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -88,7 +109,7 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) openMetadata(ctx context.Context, out io.Writer) error {
+func (s *Server) openMetadata(ctx context.Context) error {
 	store, err := orgs.OpenSQLite(filepath.Join(s.cfg.DataDir, "metadata.db"))
 	if err != nil {
 		return fmt.Errorf("opening the metadata store: %w", err)
@@ -106,7 +127,7 @@ func (s *Server) openMetadata(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("creating the default org: %w", err)
 	}
 	if boot.Created {
-		if err := s.announceInitialKeys(boot, out); err != nil {
+		if err := s.writeInitialKeys(boot); err != nil {
 			return err
 		}
 	}
@@ -125,17 +146,29 @@ const (
 	InitialOperatorKeyFile = "initial-operator-api-key"
 )
 
-// announceInitialKeys writes the first keys to files only the server's
-// user can read and prints them once, with the Bazel flags to paste. They
-// never go to the log.
-func (s *Server) announceInitialKeys(boot orgs.BootstrapResult, out io.Writer) error {
+// writeInitialKeys writes the first keys to files only the server's user
+// can read, and keeps them for announceInitialKeys.
+func (s *Server) writeInitialKeys(boot orgs.BootstrapResult) error {
 	for name, secret := range map[string]string{InitialAdminKeyFile: boot.AdminSecret, InitialOperatorKeyFile: boot.OperatorSecret} {
 		if err := os.WriteFile(filepath.Join(s.cfg.DataDir, name), []byte(secret+"\n"), 0o600); err != nil {
 			return fmt.Errorf("writing %s: %w", name, err)
 		}
 	}
+	s.firstStart = &boot
+	return nil
+}
+
+// announceInitialKeys prints the first keys once, with the Bazel flags to
+// paste, when both ports serve, so the flags name the ports really bound.
+// The keys never go to the log.
+func (s *Server) announceInitialKeys(grpcAddr, httpAddr net.Addr) {
+	boot := s.firstStart
+	if boot == nil || s.bannerOut == nil {
+		return
+	}
+	s.firstStart = nil
 	host := hostOf(s.cfg.GRPCAddress)
-	fmt.Fprintf(out, `
+	fmt.Fprintf(s.bannerOut, `
 Sealcache created the org "default" and its first keys. They are shown once.
 
   admin key of org "default":  %s
@@ -151,8 +184,7 @@ or with: sealcache admin keys create --role writer --label ci --api_key ADMIN_KE
 
 `, boot.AdminSecret, boot.OperatorSecret,
 		filepath.Join(s.cfg.DataDir, InitialAdminKeyFile), filepath.Join(s.cfg.DataDir, InitialOperatorKeyFile),
-		host, portOf(s.cfg.GRPCAddress), boot.AdminSecret, hostOf(s.cfg.HTTPAddress), portOf(s.cfg.HTTPAddress))
-	return nil
+		host, portOf(grpcAddr.String()), boot.AdminSecret, hostOf(s.cfg.HTTPAddress), portOf(httpAddr.String()))
 }
 
 // hostOf is the host clients should use for a listen address: the address
@@ -178,14 +210,9 @@ func portOf(addr string) string {
 
 // Serve listens on the configured addresses until ctx ends.
 func (s *Server) Serve(ctx context.Context) error {
-	grpcLis, err := net.Listen("tcp", s.cfg.GRPCAddress)
+	grpcLis, httpLis, err := listenBoth(s.cfg)
 	if err != nil {
-		return fmt.Errorf("--grpc_address: %w", err)
-	}
-	httpLis, err := net.Listen("tcp", s.cfg.HTTPAddress)
-	if err != nil {
-		grpcLis.Close()
-		return fmt.Errorf("--http_address: %w", err)
+		return err
 	}
 	return s.ServeListeners(ctx, grpcLis, httpLis)
 }
@@ -205,6 +232,8 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 	defer stop()
 	s.uploads = newUploadTable(runCtx, s.storage.blobs)
 	s.startBackground(runCtx)
+	go s.refusals.run(runCtx)
+	go s.evictions.run(runCtx)
 
 	grpcServer := s.newGRPCServer(tlsConfig)
 	httpServer := &http.Server{
@@ -219,6 +248,9 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 	httpServer.Protocols.SetHTTP2(true)
 	httpServer.Protocols.SetUnencryptedHTTP2(tlsConfig == nil)
 
+	// HTTP/1 clients on the gRPC port are told where the HTTP port is.
+	grpcLis = &grpcPortHint{Listener: grpcLis, httpPort: portOf(httpLis.Addr().String())}
+	s.announceInitialKeys(grpcLis.Addr(), httpLis.Addr())
 	errc := make(chan error, 2)
 	go func() { errc <- grpcServer.Serve(grpcLis) }()
 	go func() {
@@ -249,6 +281,8 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 	}
 	s.uploads.abortAll()
 	stop()
+	s.refusals.flushAll()
+	s.evictions.flushAll()
 	s.log.Info("stopped")
 	return nil
 }
@@ -269,6 +303,7 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 	repb.RegisterContentAddressableStorageServer(g, newCASServer(blobs, s.cfg.MaxBlobSize, s.metrics))
 	repb.RegisterActionCacheServer(g, newACServer(blobs))
 	bspb.RegisterByteStreamServer(g, newByteStreamServer(blobs, s.uploads, s.cfg.MaxBlobSize, s.metrics))
+	s.registerAssetServices(g)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
@@ -284,6 +319,7 @@ func (s *Server) httpHandler(grpcAddr net.Addr, tls bool) http.Handler {
 		log:          s.log,
 		maxBlobSize:  s.cfg.MaxBlobSize,
 		acStrict:     s.cfg.HTTPACStrict,
+		refusals:     s.refusals,
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -292,7 +328,12 @@ func (s *Server) httpHandler(grpcAddr net.Addr, tls bool) http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	s.registerAdmin(mux, grpcAddr, tls)
 	// The cache protocol owns every other path that ends in /ac/HASH or /cas/HASH.
+	_, grpcPort, _ := net.SplitHostPort(grpcAddr.String())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if isGRPCRequest(r) {
+			answerGRPCOnHTTPPort(w, r, grpcPort)
+			return
+		}
 		if _, _, _, ok := parseCachePath(r.URL.Path); ok {
 			cache.ServeHTTP(w, r)
 			return

@@ -33,7 +33,7 @@ type testEnv struct {
 	httpURL     string
 	adminKey    string
 	operatorKey string
-	bootOut     *bytes.Buffer
+	bootOut     *syncBuffer
 	logs        *syncBuffer
 	conn        *grpc.ClientConn
 	stop        func() // shuts the server down as SIGTERM does; idempotent
@@ -52,7 +52,7 @@ func startServer(t testing.TB, configure ...func(*Config)) *testEnv {
 
 func startServerWith(t testing.TB, cfg Config) *testEnv {
 	t.Helper()
-	env := &testEnv{t: t, dataDir: cfg.DataDir, bootOut: &bytes.Buffer{}, logs: &syncBuffer{}}
+	env := &testEnv{t: t, dataDir: cfg.DataDir, bootOut: &syncBuffer{}, logs: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := New(context.Background(), cfg, log, env.bootOut)
 	if err != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 
@@ -84,7 +85,9 @@ func (s *Server) openStorage(ctx context.Context) error {
 // store as a tier in front of the shared store (S3 and its PostgreSQL
 // index), see scaleout.go.
 func (s *Server) openBackend(ctx context.Context) (cas.Backend, *nodes, error) {
-	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, s.log)
+	// The tap turns the store's per-object eviction lines into a summary.
+	diskLog := slog.New(&evictionTap{inner: s.log.Handler(), evictions: s.evictions})
+	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, diskLog)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the disk store: %w", err)
 	}

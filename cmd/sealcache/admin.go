@@ -116,7 +116,7 @@ func runAdmin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
 	if err := run(ctx, c, rest); err != nil {
-		return adminFail(stderr, err)
+		return adminFail(stderr, wrongPortHint(ctx, c.server, err))
 	}
 	return 0
 }
@@ -300,14 +300,25 @@ func (c *adminCLI) printConfig(cfg *adminv1.EncryptionConfig) error {
 	line("Key cache TTL", (time.Duration(cfg.GetKeyCacheTtlSeconds()) * time.Second).String())
 	if !cfg.GetEnabled() {
 		for _, p := range cfg.GetSupportedProviders() {
-			grant := p.GetOperatorPrincipal()
-			if grant == "" {
-				grant = "(nothing to grant)"
-			}
-			line("Grant for "+p.GetName(), grant)
+			line("Grant for "+p.GetName(), grantText(p.GetName(), p.GetOperatorPrincipal()))
 		}
 	}
 	return tw.Flush()
+}
+
+// grantText says what an org admin grants the operator on a key of the
+// provider, or why there is nothing to show.
+func grantText(provider, principal string) string {
+	flag := map[string]string{"gcp-kms": "--gcp_kms_principal", "aws-kms": "--aws_kms_principal"}[provider]
+	switch {
+	case principal != "":
+		return principal
+	case provider == "local-kms":
+		return "nothing to grant: local keys are for trying CMEK, files the operator makes with \"sealcache kms create-local-key NAME\""
+	case flag != "":
+		return "not configured on this server (the operator sets " + flag + "); ask the operator which identity to grant"
+	}
+	return "nothing to grant"
 }
 
 func adminEncryptionEnable(ctx context.Context, c *adminCLI, args []string) error {
@@ -326,7 +337,9 @@ func adminEncryptionEnable(ctx context.Context, c *adminCLI, args []string) erro
 	if c.json {
 		return c.printJSON(resp.Msg)
 	}
-	fmt.Fprintf(c.stdout, "CMEK is enabled with key id %s. New objects are sealed with %s.\n\n", resp.Msg.GetConfig().GetKeyId(), *uri)
+	fmt.Fprintf(c.stdout, "CMEK is enabled with key id %s. New objects are sealed with %s.\n"+
+		"The org's objects stored before were deleted, so no unsealed copy stays on disk: the next builds run their actions again.\n\n",
+		resp.Msg.GetConfig().GetKeyId(), *uri)
 	return c.printConfig(resp.Msg.GetConfig())
 }
 
@@ -347,7 +360,7 @@ func adminEncryptionDisable(ctx context.Context, c *adminCLI, args []string) err
 		return c.printJSON(resp.Msg)
 	}
 	ttl := time.Duration(resp.Msg.GetConfig().GetKeyCacheTtlSeconds()) * time.Second
-	fmt.Fprintf(c.stdout, "CMEK is disabled. Objects stored under the old key are unreadable on every server within %s.\n", ttl)
+	fmt.Fprintf(c.stdout, "CMEK is disabled. The objects sealed under the old key were deleted, and no server opens any copy of them after %s.\n", ttl)
 	return nil
 }
 
@@ -506,6 +519,21 @@ func adminOrgsList(ctx context.Context, c *adminCLI, args []string) error {
 	return c.table("ID\tNAME\tCREATED\tSTORED\tCMEK", rows)
 }
 
+// orgNotFoundByID explains a delete of an org id that does not exist: it
+// is often the org's name, typed where the id goes.
+func (c *adminCLI) orgNotFoundByID(ctx context.Context, arg string, notFound error) error {
+	list, err := c.operator.ListOrgs(ctx, connect.NewRequest(&adminv1.ListOrgsRequest{}))
+	if err == nil {
+		for _, s := range list.Msg.GetOrgs() {
+			if s.GetOrg().GetName() == arg {
+				return fmt.Errorf("%q is the name of an org; orgs delete takes its id (from \"sealcache admin orgs list\"): sealcache admin orgs delete %s --confirm %s",
+					arg, s.GetOrg().GetId(), arg)
+			}
+		}
+	}
+	return fmt.Errorf("%w\norgs delete takes the org's id, as \"sealcache admin orgs list\" shows it", notFound)
+}
+
 func adminOrgsDelete(ctx context.Context, c *adminCLI, args []string) error {
 	fs := c.flagSet("orgs delete")
 	confirm := fs.String("confirm", "", "the org's name, typed again")
@@ -517,6 +545,9 @@ func adminOrgsDelete(ctx context.Context, c *adminCLI, args []string) error {
 		return usagef("orgs delete deletes the org, its keys and every object it stored, and cannot be undone: add --confirm NAME with the org's name")
 	}
 	resp, err := c.operator.DeleteOrg(ctx, connect.NewRequest(&adminv1.DeleteOrgRequest{OrgId: pos[0], ConfirmName: *confirm}))
+	if connect.CodeOf(err) == connect.CodeNotFound {
+		return c.orgNotFoundByID(ctx, pos[0], err)
+	}
 	if err != nil {
 		return err
 	}

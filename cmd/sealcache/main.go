@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,15 +26,16 @@ func run(ctx context.Context, args []string) int {
 			return runBench(ctx, args[1:], os.Stdout, os.Stderr)
 		case "shred-check":
 			return runShredCheck(ctx, args[1:], os.Stdout, os.Stderr)
+		case "kms":
+			return runKMS(ctx, args[1:], os.Stdout, os.Stderr)
 		case "help", "-h", "--help", "-help":
-			printUsage(os.Stdout)
-			return runServer(ctx, []string{"-h"}, os.Stdout, os.Stdout)
+			return runServer(ctx, []string{"-h"}, os.Stdout, os.Stderr)
 		}
 	}
 	return runServer(ctx, args, os.Stdout, os.Stderr)
 }
 
-func printUsage(w *os.File) {
+func printUsage(w io.Writer) {
 	fmt.Fprint(w, `sealcache: a Bazel remote cache with customer managed encryption keys
 
 Usage:
@@ -41,6 +43,7 @@ Usage:
   sealcache admin COMMAND ...       manage a running server (keys, encryption, orgs)
   sealcache bench --server ADDR     measure a REAPI server's throughput
   sealcache shred-check --org ID    check that a disabled org's data no longer opens
+  sealcache kms create-local-key NAME   make a local-kms://NAME key file, for trying CMEK
 
 Every server flag can also be set as SEALCACHE_<FLAG> in the environment
 (SEALCACHE_DATA_DIR=/var/lib/sealcache) or in the YAML file given by --config.

@@ -28,6 +28,14 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) (configFile, logLevel, lo
 	fs.StringVar(&cfg.TLSCertFile, "tls_cert_file", "", "PEM certificate: serve TLS on both ports (grpcs://, https://)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls_key_file", "", "PEM private key for --tls_cert_file")
 	fs.StringVar(&cfg.AnonymousAccess, "anonymous_access", cfg.AnonymousAccess, "what clients without an API key may do in org \"default\": none, read or write")
+	fs.BoolVar(&cfg.HTTPACStrict, "http_ac_strict", cfg.HTTPACStrict, "refuse HTTP /ac/ bodies that are not ActionResult messages; by default they are stored as opaque entries, which ccache and other HTTP cache clients need")
+	fs.StringVar(&cfg.AssetFetch, "asset_fetch", cfg.AssetFetch, "on or off: whether the Remote Asset API (Bazel's --experimental_remote_downloader) downloads a URI it has not cached, for writer keys")
+	fs.Func("asset_fetch_allowed_hosts", "hosts the Remote Asset API may download from, separated by commas, such as github.com,*.example.com,127.0.0.1 (default: any host at a public address; loopback and private addresses only when listed)", func(s string) error {
+		hosts, err := server.ParseHostList(s)
+		cfg.AssetFetchAllowedHosts = hosts
+		return err
+	})
+	fs.DurationVar(&cfg.AssetFetchTimeout, "asset_fetch_timeout", cfg.AssetFetchTimeout, "the longest one Remote Asset download may take")
 	fs.DurationVar(&cfg.AuthCacheTTL, "auth_cache_ttl", cfg.AuthCacheTTL, "how long a checked API key is remembered; a key revoked on another node works here at most this long")
 	fs.DurationVar(&cfg.KeyCacheTTL, "key_cache_ttl", cfg.KeyCacheTTL, "how long a derived CMEK key stays in memory (at most 10m): the bound on how long a disabled or revoked key keeps working")
 	fs.DurationVar(&cfg.KeyRewrapInterval, "key_rewrap_interval", cfg.KeyRewrapInterval, "how often CMEK key halves are re-wrapped, picking up rotated KMS key versions (±10% jitter)")
@@ -68,33 +76,46 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	cfg := server.Defaults()
 	fs := flag.NewFlagSet("sealcache", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = fs.PrintDefaults
+	// The flag package would print every flag's help before the error;
+	// badUsage prints one usage line and then the error, last, instead.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	configFile, logLevel, logFormat := serverFlags(fs, &cfg)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return 0
 		}
-		return 2
+		return badUsage(stderr, err)
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sealcache: unexpected argument %q; run sealcache --help\n", fs.Arg(0))
-		return 2
+		return badUsage(stderr, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	if err := applyFileAndEnv(fs, *configFile, os.LookupEnv); err != nil {
-		fmt.Fprintf(stderr, "sealcache: %v\n", err)
-		return 2
+		return badUsage(stderr, err)
 	}
 	logger, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
-		fmt.Fprintf(stderr, "sealcache: %v\n", err)
-		return 2
+		return badUsage(stderr, err)
+	}
+	// A bad value is a usage error (exit 2) found before anything starts.
+	if err := cfg.Validate(); err != nil {
+		return badUsage(stderr, err)
 	}
 	if err := server.Run(ctx, cfg, logger, stdout); err != nil {
 		logger.Error("sealcache stopped", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// badUsage reports a command-line mistake: a short usage line, then the
+// error, which names the flag, as the last line. Exit status 2.
+func badUsage(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "Usage: sealcache [flags]   (sealcache --help lists the flags; sealcache admin|kms|bench|shred-check for the other commands)\nsealcache: %v\n", err)
+	return 2
 }
 
 // applyFileAndEnv sets every flag not given on the command line from the

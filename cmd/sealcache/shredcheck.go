@@ -16,9 +16,9 @@ import (
 )
 
 // runShredCheck asks a running server to try to open every stored object
-// of an org: sealcache shred-check --org ID. It exits 0 only when no object
-// sealed under a deleted key opens (and, with --expect_empty, when the org
-// has no objects at all).
+// of an org and to search its metadata store for copies of the org's
+// deleted key material: sealcache shred-check --org ID. It exits 0 only
+// when no object sealed under a deleted key opens and no copy is left.
 func runShredCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sealcache shred-check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -67,9 +67,15 @@ func runShredCheck(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if r.KeyError != "" {
 			fmt.Fprintf(stdout, "current key: %s\n", r.KeyError)
 		}
-		if r.Shredded {
-			fmt.Fprintln(stdout, "shredded: no object sealed under a deleted key opens")
-		} else {
+		for _, f := range r.KeyMaterialLeft {
+			fmt.Fprintf(stdout, "deleted key material found: %s half of key %s in %s: %s\n", f.Half, f.KeyID, f.Where, f.Problem)
+		}
+		switch {
+		case r.Shredded:
+			fmt.Fprintln(stdout, "shredded: no object sealed under a deleted key opens, and no deleted key material is left in the metadata store")
+		case len(r.KeyMaterialLeft) > 0:
+			fmt.Fprintln(stdout, "NOT shredded: copies of deleted key material are left in the metadata store")
+		default:
 			fmt.Fprintln(stdout, "NOT shredded: objects sealed under a deleted key still open")
 		}
 	}

@@ -45,6 +45,15 @@ func NewBazel(t testing.TB) *Bazel {
 	return b
 }
 
+// NewBazelIn is NewBazel for another workspace than the repository's, such
+// as a temporary one a test wrote (see e2e/testdata/remote_asset).
+func NewBazelIn(t testing.TB, workspace string) *Bazel {
+	t.Helper()
+	b := NewBazel(t)
+	b.workspace = workspace
+	return b
+}
+
 func findBazel(t testing.TB) string {
 	t.Helper()
 	if bin := os.Getenv(BazelEnv); bin != "" {
@@ -76,7 +85,11 @@ func (b *Bazel) startupFlags() []string {
 
 // commonFlags go after commands that build (and so accept build options).
 func (b *Bazel) commonFlags() []string {
-	stubs := filepath.Join(b.workspace, "e2e", "testdata", "stubs")
+	root, err := RepoRoot()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	stubs := filepath.Join(root, "e2e", "testdata", "stubs")
 	return []string{
 		"--symlink_prefix=/", // no bazel-* symlinks in the checkout
 		"--noshow_progress",

@@ -556,3 +556,57 @@ func TestOperatorCreatesListsAndDeletesOrgs(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestTwoAdminsRevokingEachOtherAtOnceLeaveOne is issue 9, item 12: the
+// last-admin check and the revocation are one transaction in the store,
+// so two admins revoking each other at the same moment leave one admin.
+func TestTwoAdminsRevokingEachOtherAtOnceLeaveOne(t *testing.T) {
+	env := adminapitest.Start(t)
+	ctx := t.Context()
+	current := env.AdminSecret
+	for round := range 20 {
+		created, err := newClients(env, current).org.CreateApiKey(ctx, connect.NewRequest(&adminv1.CreateApiKeyRequest{Role: adminv1.Role_ROLE_ADMIN, Label: "second admin"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets := [2]string{current, created.Msg.GetSecret()}
+		var ids [2]string
+		for i, s := range secrets {
+			k, _, err := authenticate(env, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[i] = k.ID
+		}
+		start := make(chan struct{})
+		results := make(chan error, 2)
+		for i := range 2 {
+			go func() {
+				<-start
+				_, err := newClients(env, secrets[i]).org.RevokeApiKey(ctx, connect.NewRequest(&adminv1.RevokeApiKeyRequest{Id: ids[1-i]}))
+				results <- err
+			}()
+		}
+		close(start)
+		succeeded := 0
+		for range 2 {
+			err := <-results
+			switch connect.CodeOf(err) {
+			case connect.CodeFailedPrecondition, connect.CodeUnauthenticated: // refused, or its own key went first
+			default:
+				if err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				succeeded++
+			}
+		}
+		keys, err := env.Store.ListAPIKeys(ctx, env.DefaultOrg.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if succeeded != 1 || len(keys) != 1 || keys[0].Role != orgs.RoleAdmin {
+			t.Fatalf("round %d: %d revocations succeeded, keys left %+v; want 1 and one admin", round, succeeded, keys)
+		}
+		current = secrets[slices.Index(ids[:], keys[0].ID)]
+	}
+}

@@ -55,13 +55,18 @@ func (s *encryptionService) SetEncryptionConfig(ctx context.Context, req *connec
 		return nil, fieldError(connect.CodeFailedPrecondition, "customer_key_uri",
 			fmt.Sprintf("CMEK is already enabled with %s: to use another key, disable CMEK first (data stored under the current key becomes unreadable), then enable it with the new key", current.CustomerKeyURI))
 	case req.Msg.GetEnabled() && !enabled:
-		if _, err := s.deps.Encryption.Enable(ctx, actor.OrgID, actor.ID, uri); err != nil {
+		rec, err := s.deps.Encryption.Enable(ctx, actor.OrgID, actor.ID, uri)
+		if err != nil {
+			s.log.Warn("enabling CMEK failed", "org", actor.OrgID, "by_key", actor.ID, "key_uri", uri, "err", err)
 			return nil, s.encryptionError(ctx, err, uri)
 		}
+		s.log.Info("CMEK enabled; the org's objects stored before were deleted", "org", actor.OrgID, "by_key", actor.ID, "key_id", rec.KeyID, "key_uri", uri)
 	case !req.Msg.GetEnabled() && enabled:
 		if err := s.deps.Encryption.Disable(ctx, actor.OrgID, actor.ID); err != nil {
+			s.log.Warn("disabling CMEK failed", "org", actor.OrgID, "by_key", actor.ID, "key_uri", current.CustomerKeyURI, "err", err)
 			return nil, s.encryptionError(ctx, err, "")
 		}
+		s.log.Info("CMEK disabled; the key records and the sealed objects were deleted", "org", actor.OrgID, "by_key", actor.ID, "key_id", current.KeyID, "key_uri", current.CustomerKeyURI)
 	}
 	cfg, err := s.config(ctx, actor.OrgID)
 	if err != nil {

@@ -49,6 +49,8 @@ func (a *API) storeError(ctx context.Context, err error, field string) error {
 			return connect.NewError(connect.CodeInvalidArgument, errors.New(msg))
 		}
 		return fieldError(connect.CodeInvalidArgument, field, msg)
+	case errors.Is(err, orgs.ErrLastAdminKey):
+		return fieldError(connect.CodeFailedPrecondition, field, orgs.ErrLastAdminKey.Error())
 	case errors.Is(err, orgs.ErrAlreadyExists):
 		if field == "" {
 			return connect.NewError(connect.CodeAlreadyExists, err)

@@ -378,6 +378,16 @@
     $("grant-principal").value = principal;
     $("grant-principal-row").hidden = !principal;
     $("grant-command-row").hidden = !principal;
+    const principalFlag = { "gcp-kms": "--gcp_kms_principal", "aws-kms": "--aws_kms_principal" }[p.name];
+    if (principalFlag && !principal) {
+      // Nothing to copy: say so, and who can tell the identity to grant.
+      setText("grant-text", "This server has no operator identity configured for " + providerTitle(p.name) +
+        " (the operator sets " + principalFlag + "), so there is nothing to copy here. Ask the operator which " +
+        (p.name === "gcp-kms" ? "service account to grant roles/cloudkms.cryptoKeyEncrypterDecrypter" :
+          "principal to allow kms:Encrypt, kms:Decrypt and kms:DescribeKey") + " on your key.");
+      $("grant-command").value = "";
+      return;
+    }
     if (p.name === "gcp-kms") {
       const m = /^gcp-kms:\/\/projects\/([^/]+)\/locations\/([^/]+)\/keyRings\/([^/]+)\/cryptoKeys\/([^/]+)$/.exec(uri) || [];
       setText("grant-text", "Let the operator's service account encrypt and decrypt with your key:");
@@ -399,7 +409,10 @@
       }, null, 2);
     } else {
       setText("grant-text", principal ? "Grant this principal encrypt and decrypt on the key." :
-        "Local keys are files in the server's key directory: nothing to grant.");
+        p.name === "local-kms" ?
+          "Local keys are for trying CMEK: files of 32 random bytes in the server's key directory. The operator makes one " +
+          "on the server's machine with \"sealcache kms create-local-key NAME\"; enter local-kms://NAME above. Nothing to grant." :
+          "Nothing to grant.");
       setText("grant-command-label", "Grant");
       $("grant-command").value = "";
       $("grant-command-row").hidden = true;

@@ -1,0 +1,333 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// logInterval is how often at most one class of refused requests, or the
+// eviction summary, gets a log line: enough for an operator to see what is
+// going on, too little for a misconfigured client to flood the log.
+const logInterval = 10 * time.Second
+
+// flushTick is how often the summaries of ended intervals are written, so
+// they appear soon after their interval, even when nothing more happens.
+const flushTick = time.Second
+
+// refusalLog writes refused and failed requests to the log at the default
+// level, rate-limited per class (protocol and code): the first request of a
+// class is logged at once with its method and message; the others within
+// logInterval are counted, and one line later says how many there were and
+// shows the last of them. Misses (NOT_FOUND, HTTP 404) and requests the
+// client cancelled are normal and not logged.
+type refusalLog struct {
+	log      *slog.Logger
+	interval time.Duration
+	now      func() time.Time
+
+	mu      sync.Mutex
+	classes map[refusalClass]*refusalWindow
+}
+
+type refusalClass struct {
+	protocol string // grpc or http
+	code     string // the gRPC code name or the HTTP status
+}
+
+// refusalWindow is one class's current interval: when it started, and the
+// requests held back since.
+type refusalWindow struct {
+	start      time.Time
+	level      slog.Level
+	held       int
+	lastMethod string
+	lastErr    string
+}
+
+func newRefusalLog(log *slog.Logger, now func() time.Time) *refusalLog {
+	if now == nil {
+		now = time.Now
+	}
+	return &refusalLog{log: log, interval: logInterval, now: now, classes: map[refusalClass]*refusalWindow{}}
+}
+
+// observeGRPC records the outcome of one gRPC call.
+func (l *refusalLog) observeGRPC(method string, err error) {
+	code := status.Code(err)
+	level, logged := grpcLogLevel(code)
+	if !logged {
+		return
+	}
+	l.observe(refusalClass{"grpc", code.String()}, level, method, status.Convert(err).Message())
+}
+
+// observeHTTP records the outcome of one HTTP cache request.
+func (l *refusalLog) observeHTTP(method string, code int, message string) {
+	level, logged := httpLogLevel(code)
+	if !logged {
+		return
+	}
+	l.observe(refusalClass{"http", strconv.Itoa(code) + " " + http.StatusText(code)}, level, method, message)
+}
+
+func (l *refusalLog) observe(class refusalClass, level slog.Level, method, message string) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.classes[class]
+	if w != nil && now.Sub(w.start) < l.interval {
+		w.held++
+		w.lastMethod, w.lastErr = method, message
+		return
+	}
+	if w != nil {
+		l.summarize(class, w)
+	}
+	l.classes[class] = &refusalWindow{start: now, level: level}
+	l.log.Log(context.Background(), level, describe(level), "protocol", class.protocol, "code", class.code,
+		"method", method, "err", message,
+		"note", "more like it in the next "+l.interval.String()+" are counted, not logged")
+}
+
+// flush writes the summary of every class whose interval has ended, so
+// held-back requests are reported even when no more come.
+func (l *refusalLog) flush() { l.flushOlderThan(l.interval) }
+
+// flushAll writes every summary now, at shutdown.
+func (l *refusalLog) flushAll() { l.flushOlderThan(0) }
+
+func (l *refusalLog) flushOlderThan(age time.Duration) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for class, w := range l.classes {
+		if now.Sub(w.start) >= age {
+			l.summarize(class, w)
+			delete(l.classes, class)
+		}
+	}
+}
+
+func (l *refusalLog) summarize(class refusalClass, w *refusalWindow) {
+	if w.held == 0 {
+		return
+	}
+	l.log.Log(context.Background(), w.level, describe(w.level)+" (more of the same)", "protocol", class.protocol, "code", class.code,
+		"count", w.held, "within", l.interval.String(), "last_method", w.lastMethod, "last_err", w.lastErr)
+}
+
+// run writes summaries as their intervals end, until ctx ends; the server
+// then calls flushAll.
+func (l *refusalLog) run(ctx context.Context) {
+	t := time.NewTicker(flushTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			l.flush()
+		}
+	}
+}
+
+func describe(level slog.Level) string {
+	if level >= slog.LevelWarn {
+		return "request failed"
+	}
+	return "request refused"
+}
+
+// grpcLogLevel says whether a code is logged, and at which level: the
+// client's mistakes are refusals (info), the server's trouble is a failure
+// (warn, or error when it is a bug).
+func grpcLogLevel(c codes.Code) (slog.Level, bool) {
+	switch c {
+	case codes.OK, codes.NotFound, codes.Canceled:
+		return 0, false
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return slog.LevelError, true
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return slog.LevelWarn, true
+	}
+	return slog.LevelInfo, true
+}
+
+func httpLogLevel(code int) (slog.Level, bool) {
+	switch {
+	case code < 400, code == http.StatusNotFound, code == 499:
+		return 0, false
+	case code == http.StatusInternalServerError:
+		return slog.LevelError, true
+	case code >= 500:
+		return slog.LevelWarn, true
+	}
+	return slog.LevelInfo, true
+}
+
+// errorRecorder remembers the status and the start of the body of an
+// error response, for the refusal log.
+type errorRecorder struct {
+	http.ResponseWriter
+	code int
+	body []byte
+}
+
+// maxRecordedError bounds what errorRecorder keeps of an error body.
+const maxRecordedError = 512
+
+func (e *errorRecorder) WriteHeader(code int) {
+	e.code = code
+	e.ResponseWriter.WriteHeader(code)
+}
+
+func (e *errorRecorder) Write(p []byte) (int, error) {
+	if e.code >= 400 && len(e.body) < maxRecordedError {
+		e.body = append(e.body, p[:min(len(p), maxRecordedError-len(e.body))]...)
+	}
+	return e.ResponseWriter.Write(p)
+}
+
+func (e *errorRecorder) message() string {
+	b := e.body
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
+
+// evictionLog sums up evictions: one info line at most every logInterval,
+// "evicted N objects (M bytes) to stay under --max_size", so an operator
+// sees the cache is under pressure without a line per object.
+type evictionLog struct {
+	log      *slog.Logger
+	interval time.Duration
+	now      func() time.Time
+	maxSize  int64
+
+	mu       sync.Mutex
+	lastLine time.Time
+	objects  int64
+	bytes    int64
+}
+
+func newEvictionLog(log *slog.Logger, maxSize int64, now func() time.Time) *evictionLog {
+	if now == nil {
+		now = time.Now
+	}
+	return &evictionLog{log: log, interval: logInterval, now: now, maxSize: maxSize}
+}
+
+// evicted records one evicted object of size bytes.
+func (e *evictionLog) evicted(size int64) {
+	now := e.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.objects++
+	e.bytes += max(size, 0)
+	if now.Sub(e.lastLine) >= e.interval {
+		e.writeLocked(now)
+	}
+}
+
+// flush writes what was evicted since the last line, once the interval
+// has passed.
+func (e *evictionLog) flush() { e.flushOlderThan(e.interval) }
+
+// flushAll writes what was evicted since the last line now, at shutdown.
+func (e *evictionLog) flushAll() { e.flushOlderThan(0) }
+
+func (e *evictionLog) flushOlderThan(age time.Duration) {
+	now := e.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.objects > 0 && now.Sub(e.lastLine) >= age {
+		e.writeLocked(now)
+	}
+}
+
+func (e *evictionLog) writeLocked(now time.Time) {
+	e.log.Info("evicted "+strconv.FormatInt(e.objects, 10)+" objects ("+formatBytes(e.bytes)+") to stay under --max_size",
+		"objects", e.objects, "bytes", e.bytes, "max_size", e.maxSize)
+	e.objects, e.bytes, e.lastLine = 0, 0, now
+}
+
+func (e *evictionLog) run(ctx context.Context) {
+	t := time.NewTicker(flushTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.flush()
+		}
+	}
+}
+
+// formatBytes writes n in binary units with one decimal, e.g. "1.5 GiB".
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
+}
+
+// evictionTap passes the disk store's log records through to the server's
+// handler, and feeds its per-object "evicted object" debug records to an
+// evictionLog, whatever the log level.
+//
+// It is a bridge: the disk store (cas/disk) reports evictions only as debug
+// log lines today. Once it offers a hook (an OnEvict(key, size) callback in
+// its options, called after each eviction), the server should pass
+// evictionLog.evicted to it and this tap goes away.
+type evictionTap struct {
+	inner     slog.Handler
+	evictions *evictionLog
+}
+
+// evictedObjectMessage is the message of cas/disk's per-eviction debug line.
+const evictedObjectMessage = "evicted object"
+
+func (t *evictionTap) Enabled(ctx context.Context, level slog.Level) bool {
+	return level == slog.LevelDebug || t.inner.Enabled(ctx, level)
+}
+
+func (t *evictionTap) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelDebug && r.Message == evictedObjectMessage {
+		var size int64
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "size" && a.Value.Kind() == slog.KindInt64 {
+				size = a.Value.Int64()
+				return false
+			}
+			return true
+		})
+		t.evictions.evicted(size)
+	}
+	if !t.inner.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return t.inner.Handle(ctx, r)
+}
+
+func (t *evictionTap) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &evictionTap{inner: t.inner.WithAttrs(attrs), evictions: t.evictions}
+}
+
+func (t *evictionTap) WithGroup(name string) slog.Handler {
+	return &evictionTap{inner: t.inner.WithGroup(name), evictions: t.evictions}
+}
