@@ -10,6 +10,7 @@ import (
 
 	"github.com/sealcache/sealcache/cas"
 	"github.com/sealcache/sealcache/cas/fence"
+	"github.com/sealcache/sealcache/cas/pgindex"
 	"github.com/sealcache/sealcache/cas/verify"
 	"github.com/sealcache/sealcache/encryption"
 )
@@ -45,9 +46,9 @@ func storeCode(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, cas.ErrFull):
 		return codes.ResourceExhausted
-	case errors.Is(err, fence.ErrFenced):
-		// The org's encryption state changed under the upload; a retry
-		// stores it under the new state.
+	case errors.Is(err, fence.ErrFenced), errors.Is(err, pgindex.ErrDeletedWhileWriting):
+		// The org's encryption state changed under the upload, or (many
+		// nodes) a delete of the object raced it; a retry stores it.
 		return codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled

@@ -10,60 +10,72 @@ import (
 
 	"github.com/sealcache/sealcache/cas"
 	"github.com/sealcache/sealcache/encryption"
+	"github.com/sealcache/sealcache/orgs"
 )
 
 // With a metadata store shared by many nodes, a change made through one
-// node must reach the others: CMEK turned on or off, an org deleted, an
-// API key revoked. orgChanges applies such a change on this node:
+// node must reach the others. The store's change feed (orgs.DB.Watch,
+// LISTEN/NOTIFY) delivers every change to every node within milliseconds,
+// and a Resync within 5 s of a lost connection. orgChanges applies them to
+// this node's storage:
 //
-//   - key records changed or org deleted: this node's cached key and key
-//     record of the org go at once (KeyProvider.Invalidate), so it stops
-//     serving the org's data under the old state; then, while no upload of
-//     the org can publish on this node (the fence), the org's objects are
-//     deleted from this node's disk tier and from the shared store. The
-//     node that made the change deleted the shared objects already, but an
-//     upload that another node routed plain before it heard of an enable
-//     may have landed after that; each node deleting after its own fence
-//     catches those. Deleting again is idempotent and cheap.
-//   - an API key revoked, an org deleted: this node's cache of checked keys
-//     is dropped.
+//   - key records changed (CMEK enabled, disabled, re-wrapped) or org
+//     deleted: this node's cached key and key record of the org go at once,
+//     in the feed's callback (KeyProvider.Invalidate), so the node stops
+//     serving the org's data under the old state as soon as it hears;
+//   - then, when the org's key id changed, a worker deletes the org's
+//     objects that the new state cannot use, while no upload of the org
+//     can publish on this node (the fence): after an enable, the plain
+//     objects and those sealed under older keys; after a disable, the
+//     sealed ones. It deletes them from this node's disk tier and from the
+//     shared store. The node that made the change deleted the shared
+//     objects already, but an upload that another node routed plain before
+//     it heard of an enable may have landed after that; each node deleting
+//     after its own fence catches those. Objects under the new state are
+//     left alone, so uploads that other nodes sealed meanwhile survive.
+//     Both walks are short: the node that made the change deleted the
+//     org's objects a moment before.
+//   - org deleted: the worker deletes every object of the org, likewise.
+//   - Resync: the key records are compared with what this node last saw,
+//     and the differences applied as above.
 //
-// Changes arrive as notifications from the metadata store (within about a
-// second). A notification can be lost (a dropped connection), so a
-// reconciliation compares the key records with what this node last saw
-// every reconcileInterval as well: the 5 s bound of the key record cache.
-//
-// Only a change of an org's key id deletes objects. Key records change for
-// other reasons too (re-wrapping every few hours, KMS health), which must
-// leave the org's sealed data alone.
-
-// reconcileInterval is how often key records are compared when no
-// notification came.
-const reconcileInterval = 5 * time.Second
+// Only a change of the key id deletes objects: re-wrapping every few hours
+// changes the records but must leave the org's sealed data alone.
+// Revoked API keys and deleted orgs also reach the Authenticator, which
+// watches the same feed itself.
 
 // changeTimeout bounds the deletes one change causes.
 const changeTimeout = 10 * time.Minute
 
 // keyRecordLister is the part of the metadata store orgChanges reads.
 type keyRecordLister interface {
-	CurrentKey(ctx context.Context, orgID string) (encryption.KeyRecord, error)
 	ListKeyRecords(ctx context.Context) ([]encryption.KeyRecord, error)
+}
+
+// objectStore is a store that holds this node's copies of objects.
+type objectStore interface {
+	cas.BlobStore
+	cas.PartitionStore
 }
 
 type orgChanges struct {
 	log     *slog.Logger
 	records keyRecordLister
 	keys    interface{ Invalidate(orgID string) }
-	auth    interface{ InvalidateAll() }
 	fence   encryption.Fencer
-	objects cas.PartitionStore // the whole backend: disk tier and shared store
+	// stores hold the objects: this node's disk tier and the shared store,
+	// or the disk store alone.
+	stores []objectStore
 
-	mu    sync.Mutex
-	known map[string]string // org id -> key id this node last saw; absent: CMEK off
-	// notified counts changes applied from notifications: a reconciliation
-	// that read the key records before one of them applies nothing, since
-	// what it read may be older than what the notification brought.
-	notified uint64
+	known map[string]string // org id -> key id this node last saw; absent: CMEK off (worker only)
+
+	mu      sync.Mutex
+	queue   []orgs.Change
+	pending chan struct{} // capacity 1: the queue has something
+}
+
+func newOrgChanges(log *slog.Logger, records keyRecordLister, keys interface{ Invalidate(string) }, fence encryption.Fencer, stores ...objectStore) *orgChanges {
+	return &orgChanges{log: log, records: records, keys: keys, fence: fence, stores: stores, pending: make(chan struct{}, 1)}
 }
 
 // load reads every org's current key id as the starting point.
@@ -72,8 +84,6 @@ func (c *orgChanges) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the key records: %w", err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.known = map[string]string{}
 	for _, r := range recs {
 		c.known[r.OrgID] = r.KeyID
@@ -81,81 +91,117 @@ func (c *orgChanges) load(ctx context.Context) error {
 	return nil
 }
 
-// keysChanged handles a change of the org's key records.
-func (c *orgChanges) keysChanged(ctx context.Context, orgID string) error {
-	c.keys.Invalidate(orgID)
-	rec, err := c.records.CurrentKey(ctx, orgID)
-	keyID := rec.KeyID
-	switch {
-	case errors.Is(err, encryption.ErrNoKeyRecord):
-		keyID = ""
-	case err != nil:
-		return fmt.Errorf("reading the key record of org %s: %w", orgID, err)
+// notify is the change feed's callback: it must return quickly. It drops
+// the org's cached key at once and queues the rest for the worker.
+func (c *orgChanges) notify(ch orgs.Change) {
+	switch ch.Kind {
+	case orgs.KeyRecordsChanged, orgs.OrgDeleted:
+		c.keys.Invalidate(ch.OrgID)
+	case orgs.Resync:
+	default:
+		return
 	}
-	return c.apply(ctx, orgID, keyID, nil)
+	c.mu.Lock()
+	c.queue = append(c.queue, ch)
+	c.mu.Unlock()
+	select {
+	case c.pending <- struct{}{}:
+	default:
+	}
 }
 
-// apply records the org's key id and deletes the org's objects when it
-// differs from the one this node saw last. A reconciliation passes the
-// notification count it read the key records at (since); a notification
-// passes nil.
-func (c *orgChanges) apply(ctx context.Context, orgID, keyID string, since *uint64) error {
-	c.mu.Lock()
-	if since == nil {
-		c.notified++
-	} else if *since != c.notified {
+// run applies queued changes, in order, until ctx ends.
+func (c *orgChanges) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.pending:
+		}
+		c.mu.Lock()
+		queue := c.queue
+		c.queue = nil
 		c.mu.Unlock()
-		return nil // the next reconciliation reads newer records
+		for _, ch := range queue {
+			if err := c.apply(ctx, ch); err != nil && ctx.Err() == nil {
+				c.log.Warn("applying a change made through another node failed", "change", ch.Kind.String(), "org", ch.OrgID, "err", err)
+			}
+		}
 	}
+}
+
+// apply applies one change.
+func (c *orgChanges) apply(ctx context.Context, ch orgs.Change) error {
+	switch ch.Kind {
+	case orgs.KeyRecordsChanged:
+		return c.keyIDIs(ctx, ch.OrgID, ch.KeyID)
+	case orgs.OrgDeleted:
+		delete(c.known, ch.OrgID)
+		c.log.Info("an org was deleted; deleting its objects", "org", ch.OrgID)
+		return c.fenced(ctx, ch.OrgID, func(ctx context.Context, org cas.Partition, s objectStore) error {
+			_, err := s.DeletePartition(ctx, org)
+			return err
+		})
+	case orgs.Resync:
+		return c.reconcile(ctx)
+	}
+	return nil
+}
+
+// keyIDIs records the org's current key id ("" for CMEK off) and deletes
+// the org's objects when it differs from the one this node saw last.
+func (c *orgChanges) keyIDIs(ctx context.Context, orgID, keyID string) error {
 	prev := c.known[orgID]
 	if keyID == "" {
 		delete(c.known, orgID)
 	} else {
 		c.known[orgID] = keyID
 	}
-	c.mu.Unlock()
 	if prev == keyID {
 		return nil
 	}
 	c.keys.Invalidate(orgID)
-	c.log.Info("an org's encryption changed on another node; deleting its objects here", "org", orgID, "key_id", keyID, "previous_key_id", prev)
-	return c.deleteObjects(ctx, orgID)
+	c.log.Info("an org's encryption changed; deleting its objects the new state cannot use", "org", orgID, "key_id", keyID, "previous_key_id", prev)
+	return c.fenced(ctx, orgID, func(ctx context.Context, org cas.Partition, s objectStore) error {
+		keep := org
+		if keyID != "" {
+			keep = org.Child("k" + keyID)
+		}
+		var stale []cas.Key
+		err := s.WalkPartition(ctx, org, func(o cas.StoredObject) error {
+			if o.Key.Partition != keep {
+				stale = append(stale, o.Key)
+			}
+			return nil
+		})
+		for _, k := range stale {
+			err = errors.Join(err, s.Delete(ctx, k))
+		}
+		return err
+	})
 }
 
-// orgDeleted handles the deletion of an org.
-func (c *orgChanges) orgDeleted(ctx context.Context, orgID string) error {
-	c.keys.Invalidate(orgID)
-	c.auth.InvalidateAll()
-	c.mu.Lock()
-	delete(c.known, orgID)
-	c.notified++
-	c.mu.Unlock()
-	c.log.Info("an org was deleted; deleting its objects here", "org", orgID)
-	return c.deleteObjects(ctx, orgID)
-}
-
-// apiKeyRevoked handles a revoked API key.
-func (c *orgChanges) apiKeyRevoked() { c.auth.InvalidateAll() }
-
-func (c *orgChanges) deleteObjects(ctx context.Context, orgID string) error {
-	p, err := cas.OrgPartition(orgID)
+// fenced runs fn on every store while no upload of the org can publish on
+// this node.
+func (c *orgChanges) fenced(ctx context.Context, orgID string, fn func(context.Context, cas.Partition, objectStore) error) error {
+	org, err := cas.OrgPartition(orgID)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), changeTimeout)
 	defer cancel()
 	return c.fence.Fence(ctx, orgID, func(ctx context.Context) error {
-		_, err := c.objects.DeletePartition(ctx, p)
-		return err
+		var errs []error
+		for _, s := range c.stores {
+			errs = append(errs, fn(ctx, org, s))
+		}
+		return errors.Join(errs...)
 	})
 }
 
 // reconcile compares every org's key id with what this node saw last and
 // applies the differences: changes whose notification was lost.
 func (c *orgChanges) reconcile(ctx context.Context) error {
-	c.mu.Lock()
-	since := c.notified
-	c.mu.Unlock()
 	recs, err := c.records.ListKeyRecords(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the key records: %w", err)
@@ -164,36 +210,18 @@ func (c *orgChanges) reconcile(ctx context.Context) error {
 	for _, r := range recs {
 		current[r.OrgID] = r.KeyID
 	}
-	c.mu.Lock()
-	orgs := map[string]bool{}
+	orgIDs := map[string]bool{}
 	for org := range c.known {
-		orgs[org] = true
+		orgIDs[org] = true
 	}
-	c.mu.Unlock()
 	for org := range current {
-		orgs[org] = true
+		orgIDs[org] = true
 	}
 	var errs []error
-	for org := range orgs {
-		if err := c.apply(ctx, org, current[org], &since); err != nil {
+	for org := range orgIDs {
+		if err := c.keyIDIs(ctx, org, current[org]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// runReconcile reconciles every reconcileInterval until ctx ends.
-func (c *orgChanges) runReconcile(ctx context.Context) {
-	tick := time.NewTicker(reconcileInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if err := c.reconcile(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("comparing key records with this node's view failed; trying again", "err", err)
-		}
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/sealcache/sealcache/cas/fence"
 	"github.com/sealcache/sealcache/cas/memory"
 	"github.com/sealcache/sealcache/encryption"
+	"github.com/sealcache/sealcache/orgs"
 )
 
 // fakeRecords is the metadata store's key records as another node left them.
@@ -33,15 +34,6 @@ func (f *fakeRecords) set(org, keyID string) {
 	}
 }
 
-func (f *fakeRecords) CurrentKey(ctx context.Context, org string) (encryption.KeyRecord, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if id, ok := f.keys[org]; ok {
-		return encryption.KeyRecord{OrgID: org, KeyID: id}, nil
-	}
-	return encryption.KeyRecord{}, encryption.ErrNoKeyRecord
-}
-
 func (f *fakeRecords) ListKeyRecords(ctx context.Context) ([]encryption.KeyRecord, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -52,17 +44,16 @@ func (f *fakeRecords) ListKeyRecords(ctx context.Context) ([]encryption.KeyRecor
 	return recs, nil
 }
 
-// invalidations records what was dropped from this node's caches.
+// invalidations records the orgs whose cached keys were dropped.
 type invalidations struct {
-	mu    sync.Mutex
-	orgs  []string
-	auths int
+	mu   sync.Mutex
+	orgs []string
 }
 
 func (i *invalidations) Invalidate(org string) { i.mu.Lock(); i.orgs = append(i.orgs, org); i.mu.Unlock() }
-func (i *invalidations) InvalidateAll()        { i.mu.Lock(); i.auths++; i.mu.Unlock() }
 
 type changesFixture struct {
+	t       *testing.T
 	records *fakeRecords
 	inv     *invalidations
 	objects *memory.Store
@@ -71,46 +62,53 @@ type changesFixture struct {
 }
 
 func newChangesFixture(t *testing.T) *changesFixture {
-	f := &changesFixture{records: &fakeRecords{keys: map[string]string{"cmekorg": "k1"}}, inv: &invalidations{}, objects: memory.New()}
+	f := &changesFixture{t: t, records: &fakeRecords{keys: map[string]string{"cmekorg": "k1"}}, inv: &invalidations{}, objects: memory.New()}
 	f.fenced = fence.New(f.objects)
-	f.changes = &orgChanges{log: slog.New(slog.DiscardHandler), records: f.records, keys: f.inv, auth: f.inv, fence: f.fenced, objects: f.objects}
+	f.changes = newOrgChanges(slog.New(slog.DiscardHandler), f.records, f.inv, f.fenced, f.objects)
 	if err := f.changes.load(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	return f
 }
 
-// store puts one plain and one sealed object of each org and returns them.
-func (f *changesFixture) store(t *testing.T, orgs ...string) []cas.Key {
-	var keys []cas.Key
-	for i, org := range orgs {
+// deliver hands a change to the feed's callback and applies it as the
+// worker does.
+func (f *changesFixture) deliver(c orgs.Change) {
+	f.t.Helper()
+	f.changes.notify(c)
+	if err := f.changes.apply(f.t.Context(), c); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// store puts one plain and one sealed object of each org.
+func (f *changesFixture) store(orgIDs ...string) {
+	for i, org := range orgIDs {
 		for j, p := range []cas.Partition{cas.Partition(org), cas.Partition(org + "/k1")} {
 			data := castest.Bytes(uint64(10*i+j), 100)
-			k := castest.CASKey(p, data)
-			f.objects.Put(t.Context(), k, 100, bytes.NewReader(data))
-			keys = append(keys, k)
+			f.objects.Put(f.t.Context(), castest.CASKey(p, data), 100, bytes.NewReader(data))
 		}
 	}
-	return keys
 }
 
 func (f *changesFixture) left(org string) int { return len(f.objects.Keys(cas.Partition(org))) }
 
-func TestEnableOrDisableElsewhereDeletesTheOrgsObjectsHere(t *testing.T) {
+// After an enable, the plain objects and those sealed under older keys
+// go; after a disable, the sealed ones. Objects under the new state stay:
+// other nodes may have sealed them already.
+func TestKeyChangesDeleteWhatTheNewStateCannotUse(t *testing.T) {
 	f := newChangesFixture(t)
-	ctx := t.Context()
-	f.store(t, "plainorg", "cmekorg", "other")
+	f.store("plainorg", "cmekorg", "other")
+	fresh := castest.CASKey("plainorg/kk9", []byte("sealed under the new key by another node"))
+	f.objects.Put(t.Context(), fresh, 40, bytes.NewReader([]byte("sealed under the new key by another node")))
 
-	f.records.set("plainorg", "k9") // enabled through another node
-	if err := f.changes.keysChanged(ctx, "plainorg"); err != nil {
-		t.Fatal(err)
+	f.deliver(orgs.Change{Kind: orgs.KeyRecordsChanged, OrgID: "plainorg", KeyID: "k9"}) // enabled through another node
+	if keys := f.objects.Keys("plainorg"); len(keys) != 1 || keys[0] != fresh {
+		t.Fatalf("after an enable the org holds %v; want only the object sealed under the new key", keys)
 	}
-	f.records.set("cmekorg", "") // disabled through another node
-	if err := f.changes.keysChanged(ctx, "cmekorg"); err != nil {
-		t.Fatal(err)
-	}
-	if n, m := f.left("plainorg"), f.left("cmekorg"); n != 0 || m != 0 {
-		t.Fatalf("%d and %d objects left of the orgs whose encryption changed; want none", n, m)
+	f.deliver(orgs.Change{Kind: orgs.KeyRecordsChanged, OrgID: "cmekorg"}) // disabled through another node
+	if keys := f.objects.Keys("cmekorg"); len(keys) != 1 || keys[0].Partition != "cmekorg" {
+		t.Fatalf("after a disable the org holds %v; want only its plain object", keys)
 	}
 	if n := f.left("other"); n != 2 {
 		t.Fatalf("another org kept %d of its 2 objects", n)
@@ -120,62 +118,76 @@ func TestEnableOrDisableElsewhereDeletesTheOrgsObjectsHere(t *testing.T) {
 	}
 }
 
-// Re-wrapping and KMS health updates change key records but not the key
-// id: the org's sealed data stays.
+// The callback drops the cached key before the worker gets to the change,
+// so the node stops using it as soon as it hears.
+func TestNotifyDropsTheCachedKeyAtOnce(t *testing.T) {
+	f := newChangesFixture(t)
+	f.changes.notify(orgs.Change{Kind: orgs.KeyRecordsChanged, OrgID: "cmekorg"})
+	if !slices.Contains(f.inv.orgs, "cmekorg") {
+		t.Fatal("the feed's callback did not drop the org's cached key")
+	}
+}
+
+// Re-wrapping changes key records but not the key id: the org's sealed
+// data stays.
 func TestSameKeyIDKeepsTheObjects(t *testing.T) {
 	f := newChangesFixture(t)
-	f.store(t, "cmekorg")
-	if err := f.changes.keysChanged(t.Context(), "cmekorg"); err != nil {
-		t.Fatal(err)
-	}
+	f.store("cmekorg")
+	f.deliver(orgs.Change{Kind: orgs.KeyRecordsChanged, OrgID: "cmekorg", KeyID: "k1"})
 	if n := f.left("cmekorg"); n != 2 {
-		t.Fatalf("a change that kept the key id deleted objects: %d of 2 left", n)
-	}
-	if len(f.inv.orgs) == 0 {
-		t.Fatal("the cached key was not dropped; re-reading it is cheap and safe")
+		t.Fatalf("a re-wrap deleted objects: %d of 2 left", n)
 	}
 }
 
 func TestOrgDeletedElsewhere(t *testing.T) {
 	f := newChangesFixture(t)
-	f.store(t, "gone", "other")
-	if err := f.changes.orgDeleted(t.Context(), "gone"); err != nil {
-		t.Fatal(err)
-	}
+	f.store("gone", "other")
+	f.deliver(orgs.Change{Kind: orgs.OrgDeleted, OrgID: "gone"})
 	if f.left("gone") != 0 || f.left("other") != 2 {
 		t.Fatalf("after deleting org gone: %d of its objects left, other has %d of 2", f.left("gone"), f.left("other"))
 	}
-	if f.inv.auths != 1 {
-		t.Fatal("the deleted org's API keys may still be cached: the auth cache was not dropped")
+}
+
+// A change whose notification was lost is applied at the next Resync.
+func TestResyncAppliesLostChanges(t *testing.T) {
+	f := newChangesFixture(t)
+	f.store("plainorg", "cmekorg")
+	f.records.set("plainorg", "k9") // its notification never arrives
+	f.deliver(orgs.Change{Kind: orgs.Resync})
+	if n := f.left("plainorg"); n != 0 {
+		t.Fatalf("a Resync left %d objects of an org enabled elsewhere; want its plain and old sealed ones gone", n)
+	}
+	if n := f.left("cmekorg"); n != 2 {
+		t.Fatalf("a Resync deleted objects of an org that did not change: %d of 2 left", n)
 	}
 }
 
-// A lost notification is caught by the next reconciliation; a
-// reconciliation that read the records before a notification was applied
-// does not undo it.
-func TestReconcileCatchesLostNotifications(t *testing.T) {
+// The worker applies what the callback queued, in order.
+func TestWorkerAppliesQueuedChanges(t *testing.T) {
 	f := newChangesFixture(t)
-	ctx := t.Context()
-	f.store(t, "plainorg")
-	f.records.set("plainorg", "k9") // its notification never arrives
-	if err := f.changes.reconcile(ctx); err != nil {
-		t.Fatal(err)
-	}
+	f.store("plainorg")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { f.changes.run(ctx); close(done) }()
+	deleted := make(chan struct{})
+	f.changes.fence = fencerFunc(func(ctx context.Context, org string, fn func(context.Context) error) error {
+		err := f.fenced.Fence(ctx, org, fn)
+		close(deleted)
+		return err
+	})
+	f.changes.notify(orgs.Change{Kind: orgs.KeyRecordsChanged, OrgID: "plainorg", KeyID: "k9"})
+	<-deleted
+	cancel()
+	<-done
 	if n := f.left("plainorg"); n != 0 {
-		t.Fatalf("reconcile left %d objects of an org enabled elsewhere", n)
+		t.Fatalf("the worker left %d objects", n)
 	}
+}
 
-	f.store(t, "plainorg") // sealed under k1 again: stands for new sealed data
-	since := f.changes.notified
-	f.records.set("plainorg", "")
-	f.changes.keysChanged(ctx, "plainorg") // a notification is applied meanwhile
-	f.store(t, "plainorg")
-	if err := f.changes.apply(ctx, "plainorg", "k9", &since); err != nil { // the stale reconciliation
-		t.Fatal(err)
-	}
-	if n := f.left("plainorg"); n != 2 {
-		t.Fatalf("a reconciliation older than a notification deleted objects: %d of 2 left", n)
-	}
+type fencerFunc func(ctx context.Context, org string, fn func(context.Context) error) error
+
+func (f fencerFunc) Fence(ctx context.Context, org string, fn func(context.Context) error) error {
+	return f(ctx, org, fn)
 }
 
 // An upload on this node that started before the change publishes nothing.
@@ -187,10 +199,7 @@ func TestUploadsInFlightAreFenced(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.fenced.Put(context.Background(), k, int64(len(data)), pr) }()
 	pw.Write(data[:500])
-	f.records.set("plainorg", "k9")
-	if err := f.changes.keysChanged(t.Context(), "plainorg"); err != nil {
-		t.Fatal(err)
-	}
+	f.deliver(orgs.Change{Kind: orgs.KeyRecordsChanged, OrgID: "plainorg", KeyID: "k9"})
 	pw.Write(data[500:])
 	pw.Close()
 	if err := <-done; !errors.Is(err, fence.ErrFenced) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,7 @@ import (
 	"github.com/sealcache/sealcache/cas/s3"
 	"github.com/sealcache/sealcache/cas/shared"
 	"github.com/sealcache/sealcache/cas/tiered"
+	"github.com/sealcache/sealcache/orgs"
 )
 
 // Many nodes share one bucket (--blob_store) and one PostgreSQL
@@ -55,6 +57,7 @@ func (c *Config) validateScaleout() error {
 
 // nodes is what a node of many runs beside the storage stack.
 type nodes struct {
+	local   cas.Backend // this node's disk tier
 	shared  *shared.Store
 	evictor *eviction.Evictor
 }
@@ -69,6 +72,7 @@ func (s *Server) openTiered(ctx context.Context, local cas.Backend) (cas.Backend
 	}
 	tier := tiered.New(local, sh, s.log)
 	n := &nodes{
+		local:  local,
 		shared: sh,
 		evictor: eviction.New(sh, eviction.Config{
 			MaxSize:      s.cfg.SharedMaxSize,
@@ -148,9 +152,22 @@ func (c *tierCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// startOrgChanges applies changes made through other nodes (orgchanges.go):
-// at once when the metadata store notifies them, and every
-// reconcileInterval in case a notification was lost.
+// openMetadataStore opens PostgreSQL when --metadata_url names it (many
+// nodes share it), else SQLite in the data directory.
+func (s *Server) openMetadataStore(ctx context.Context) (*orgs.DB, error) {
+	if s.cfg.MetadataURL != "" {
+		return orgs.OpenPostgres(ctx, s.cfg.MetadataURL)
+	}
+	return orgs.OpenSQLite(filepath.Join(s.cfg.DataDir, "metadata.db"))
+}
+
+// startOrgChanges applies changes made through other nodes (orgchanges.go)
+// as the metadata store's change feed delivers them.
 func (s *Server) startOrgChanges(ctx context.Context) {
-	go s.storage.changes.runReconcile(ctx)
+	go s.storage.changes.run(ctx)
+	go func() {
+		if err := s.orgs.Watch(ctx, s.storage.changes.notify); err != nil && ctx.Err() == nil {
+			s.log.Warn("watching the metadata store for changes stopped", "err", err)
+		}
+	}()
 }

@@ -110,7 +110,7 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) openMetadata(ctx context.Context) error {
-	store, err := orgs.OpenSQLite(filepath.Join(s.cfg.DataDir, "metadata.db"))
+	store, err := s.openMetadataStore(ctx)
 	if err != nil {
 		return fmt.Errorf("opening the metadata store: %w", err)
 	}

@@ -72,7 +72,11 @@ func (s *Server) openStorage(ctx context.Context) error {
 	counted := lookups.New(completeness.New(emptyblob.New(fenced), completeness.DefaultLimits), s.registry)
 	s.storage = &storage{blobs: counted, lookups: counted, backend: backend, keys: keys, manager: manager, nodes: nodes}
 	if s.cfg.MetadataURL != "" {
-		s.storage.changes = &orgChanges{log: s.log, records: s.orgs, keys: keys, auth: s.auth, fence: fenced, objects: backend}
+		stores := []objectStore{backend}
+		if nodes != nil {
+			stores = []objectStore{nodes.local, nodes.shared}
+		}
+		s.storage.changes = newOrgChanges(s.log, s.orgs, keys, fenced, stores...)
 		if err := s.storage.changes.load(ctx); err != nil {
 			return err
 		}
