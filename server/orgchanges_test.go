@@ -50,7 +50,11 @@ type invalidations struct {
 	orgs []string
 }
 
-func (i *invalidations) Invalidate(org string) { i.mu.Lock(); i.orgs = append(i.orgs, org); i.mu.Unlock() }
+func (i *invalidations) Invalidate(org string) {
+	i.mu.Lock()
+	i.orgs = append(i.orgs, org)
+	i.mu.Unlock()
+}
 
 type changesFixture struct {
 	t       *testing.T
