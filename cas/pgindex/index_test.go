@@ -337,10 +337,19 @@ func TestUsesAreRecordedUrgentlyOrInBatches(t *testing.T) {
 	if st := ix.TouchStats(); st.Written != 1 {
 		t.Errorf("the flush wrote %d rows; want 1 (the recently used object needs no write)", st.Written)
 	}
-	// Reads count too.
+	// Reads count too, by the same rules.
 	setAge(t, ix, fresh, 10*time.Minute)
-	if _, found, _ := ix.Lookup(ctx, fresh); !found {
-		t.Fatal("Lookup did not find a written object")
+	setAge(t, ix, near, 50*time.Minute)
+	for _, k := range []cas.Key{fresh, near} {
+		if _, found, _ := ix.Lookup(ctx, k); !found {
+			t.Fatal("Lookup did not find a written object")
+		}
+	}
+	if a := lastAccessAge(t, ix, near); a > time.Minute {
+		t.Errorf("a read of an object close to eviction was not written at once: age %v", a)
+	}
+	if a := lastAccessAge(t, ix, fresh); a < 9*time.Minute {
+		t.Errorf("a read of an object used 10 minutes ago was written at once (age %v); it should wait for the flush", a)
 	}
 	ix.FlushTouches(ctx)
 	if a := lastAccessAge(t, ix, fresh); a > time.Minute {
@@ -348,9 +357,9 @@ func TestUsesAreRecordedUrgentlyOrInBatches(t *testing.T) {
 	}
 }
 
-// Whatever the interleaving, an object Present reported found is not
-// evicted afterwards while inside the retention: the urgent use and the
-// evictor's delete lock the same row.
+// Whatever the interleaving, an object Present or Lookup reported found is
+// not evicted afterwards while inside the retention: the urgent use and
+// the evictor's delete lock the same row.
 func TestFoundObjectsSurviveConcurrentEviction(t *testing.T) {
 	ix, _ := openIndex(t)
 	ctx := t.Context()
@@ -368,12 +377,20 @@ func TestFoundObjectsSurviveConcurrentEviction(t *testing.T) {
 	for w := range 4 {
 		wg.Go(func() {
 			for i := w; i < len(keys); i += 4 {
-				got, err := ix.Present(ctx, keys[i:i+1])
+				var hit bool
+				var err error
+				if w%2 == 0 {
+					var got []bool
+					got, err = ix.Present(ctx, keys[i:i+1])
+					hit = err == nil && got[0]
+				} else {
+					_, hit, err = ix.Lookup(ctx, keys[i])
+				}
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				if got[0] {
+				if hit {
 					mu.Lock()
 					found[keys[i]] = true
 					mu.Unlock()

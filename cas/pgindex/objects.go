@@ -55,18 +55,33 @@ func (ix *Index) CommitWrite(ctx context.Context, t Ticket, key cas.Key, storedS
 }
 
 // Lookup returns the stored size of key's object and records a use, or
-// found false when the index has no such object.
+// found false when the index has no such object. Like Present, it writes
+// the use at once when the object was last used more than half the
+// minimum retention ago, else with the next flush.
 func (ix *Index) Lookup(ctx context.Context, key cas.Key) (storedSize int64, found bool, err error) {
 	args, err := keyArgs(key)
 	if err != nil {
 		return 0, false, err
 	}
-	args = append(args, seconds(ix.cfg.TouchAfter))
+	args = append(args, seconds(ix.urgentAfter()), seconds(ix.cfg.TouchAfter))
 	var stale bool
-	err = ix.pool.QueryRow(ctx, `SELECT stored_size, last_access < now() - $7 * interval '1 second'
-		FROM sealcache_objects
-		WHERE partition = $1 AND kind = $2 AND instance = $3 AND digest_fn = $4 AND hash = $5 AND size = $6`, args...).
-		Scan(&storedSize, &stale)
+	err = withRetry(ctx, func() error {
+		return ix.pool.QueryRow(ctx, `
+WITH cur AS (
+	SELECT stored_size, last_access FROM sealcache_objects
+	WHERE partition = $1 AND kind = $2 AND instance = $3 AND digest_fn = $4 AND hash = $5 AND size = $6
+),
+urgent AS (
+	UPDATE sealcache_objects SET last_access = now()
+	WHERE partition = $1 AND kind = $2 AND instance = $3 AND digest_fn = $4 AND hash = $5 AND size = $6
+	  AND (SELECT last_access FROM cur) < now() - $7 * interval '1 second'
+	RETURNING stored_size
+)
+SELECT stored_size, false FROM urgent
+UNION ALL
+SELECT stored_size, last_access < now() - $8 * interval '1 second' FROM cur
+WHERE last_access >= now() - $7 * interval '1 second'`, args...).Scan(&storedSize, &stale)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil
 	}
