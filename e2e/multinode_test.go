@@ -218,7 +218,6 @@ func TestMultiNodeEvictionKeepsBudgetAndRetention(t *testing.T) {
 	}
 	t.Logf("%d objects used by the build without the bytes, %d bytes in the bucket", len(protected), shared.BucketBytes(t, ""))
 
-
 	// Another org's load, three times the budget, each third of it an
 	// hour old by the time the next comes.
 	var created adminv1.CreateOrgResponse
@@ -415,4 +414,3 @@ func pgConnect(t *testing.T, url string) *pgx.Conn {
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
 }
-
