@@ -31,9 +31,11 @@
 // leaving an index row for an object that is gone: the "missing digest"
 // a client must never see. Tombstones and one sequence close that race:
 //
-//   - A write takes a ticket (the sequence's next value) before it sends any
-//     byte to the object store, and commits its row with CommitWrite after
-//     the object store has published the object.
+//   - A write takes a ticket (the sequence's next value) before the object
+//     store publishes the object (a store publishes only after its reader
+//     returned io.EOF, so the ticket can be fetched while the bytes stream
+//     in), and commits its row with CommitWrite after the object store has
+//     published the object.
 //   - A delete first writes its tombstone and deletes the rows in one
 //     transaction, then deletes the objects, then marks the tombstone done
 //     with a fresh value of the same sequence.

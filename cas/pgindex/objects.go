@@ -12,7 +12,7 @@ import (
 )
 
 // Ticket orders a write against deletes (see doc.go). Take it with
-// BeginWrite before sending any byte to the object store.
+// BeginWrite before the object store can publish the object.
 type Ticket struct {
 	seq   int64
 	taken time.Time // this node's clock, for MaxWriteDuration

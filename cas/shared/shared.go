@@ -86,18 +86,34 @@ func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadClos
 }
 
 // Put writes the object, then commits its row.
+//
+// The write ticket must be taken before the object store publishes the
+// object, which it does only after its reader returned io.EOF. So the
+// ticket is fetched while the bytes stream in, and the reader holds back
+// io.EOF until it has arrived: the round trip costs the upload nothing.
 func (s *Store) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) error {
-	ticket, err := s.index.BeginWrite(ctx)
-	if err != nil {
+	tickets := make(chan ticketResult, 1)
+	go func() {
+		t, err := s.index.BeginWrite(ctx)
+		tickets <- ticketResult{t, err}
+	}()
+	cr := &countingReader{r: r, tickets: tickets}
+	if err := s.objects.Put(ctx, key, size, cr); err != nil {
+		if !cr.ticketed {
+			<-tickets // the goroutine ends before Put returns
+		}
 		return err
 	}
-	cr := &countingReader{r: r}
-	if err := s.objects.Put(ctx, key, size, cr); err != nil {
-		return err
+	if !cr.ticketed {
+		<-tickets
+		return fmt.Errorf("storing %s: the object store published it before reading to the end; its index row is not written", key)
+	}
+	if cr.ticket.err != nil {
+		return cr.ticket.err
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
-	err = s.index.CommitWrite(cctx, ticket, key, cr.n)
+	err := s.index.CommitWrite(cctx, cr.ticket.t, key, cr.n)
 	if errors.Is(err, pgindex.ErrDeletedWhileWriting) {
 		// The object just written may outlive the delete that raced it:
 		// delete it under the same protocol, so no byte of it stays.
@@ -108,15 +124,33 @@ func (s *Store) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) e
 	return err
 }
 
-// countingReader counts the bytes read: the stored size.
+type ticketResult struct {
+	t   pgindex.Ticket
+	err error
+}
+
+// countingReader counts the bytes read (the stored size) and returns
+// io.EOF only once the write ticket is taken; if that failed, it returns
+// the failure instead, so the object store publishes nothing.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r        io.Reader
+	n        int64
+	tickets  <-chan ticketResult
+	ticket   ticketResult
+	ticketed bool
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err == io.EOF {
+		if !c.ticketed {
+			c.ticket, c.ticketed = <-c.tickets, true
+		}
+		if c.ticket.err != nil {
+			return n, c.ticket.err
+		}
+	}
 	return n, err
 }
 
