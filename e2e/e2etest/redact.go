@@ -38,3 +38,23 @@ func redact(s string, secrets ...string) string {
 	s = apiKeyHeader.ReplaceAllString(s, "${1}REDACTED")
 	return urlPassword.ReplaceAllString(s, "${1}REDACTED@")
 }
+
+// secretFlags are server flags whose values are secrets.
+var secretFlags = map[string]bool{"--s3_secret_access_key": true, "--aws_secret_access_key": true}
+
+// flagSecrets returns the values of secret flags on a server command line
+// ("--flag VALUE" or "--flag=VALUE"); URL passwords (--metadata_url) are
+// caught by redact itself.
+func flagSecrets(args []string) []string {
+	var secrets []string
+	for i, a := range args {
+		name, value, hasValue := strings.Cut(a, "=")
+		switch {
+		case secretFlags[name] && hasValue:
+			secrets = append(secrets, value)
+		case secretFlags[a] && i+1 < len(args):
+			secrets = append(secrets, args[i+1])
+		}
+	}
+	return secrets
+}

@@ -28,3 +28,16 @@ func TestRedactRemovesKeysFromCommandLinesAndOutput(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactRemovesSecretsFromServerCommandLines(t *testing.T) {
+	args := []string{"--metadata_url", "postgres://sealcache:pg_secret@127.0.0.1:5432/db", "--s3_secret_access_key", "s3_secret", "--aws_secret_access_key=aws_secret", "--s3_region", "us-east-1"}
+	got := redact(strings.Join(args, " "), flagSecrets(args)...)
+	for _, s := range []string{"pg_secret", "s3_secret", "aws_secret"} {
+		if strings.Contains(got, s) {
+			t.Errorf("redacted command line still holds %q: %s", s, got)
+		}
+	}
+	if !strings.Contains(got, "--s3_region us-east-1") {
+		t.Errorf("redacted command line lost a setting that is no secret: %s", got)
+	}
+}

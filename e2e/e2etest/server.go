@@ -78,7 +78,7 @@ func StartServerIn(t testing.TB, dataDir string, extraFlags ...string) *Server {
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("sealcache log (%s):\n%s", strings.Join(args, " "), s.redactedLog())
+			t.Logf("sealcache log (%s):\n%s", redact(strings.Join(args, " "), flagSecrets(args)...), s.redactedLog())
 		}
 	})
 
