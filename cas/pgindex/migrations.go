@@ -225,6 +225,13 @@ WHERE d.partition = k.partition AND d.kind = k.kind AND d.instance = k.instance
   AND d.gen = p_gen AND d.done IS NULL
 $$;
 `,
+	// 2: when periodic jobs (the orphan sweep) last ran, across nodes.
+	`
+CREATE TABLE sealcache_index_jobs (
+	name     text PRIMARY KEY,
+	last_run timestamptz NOT NULL
+);
+`,
 }
 
 // migrate applies the migrations not yet applied, under an advisory lock.

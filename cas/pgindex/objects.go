@@ -245,3 +245,49 @@ func (ix *Index) OrgsOver(ctx context.Context, quota int64) ([]OrgBytes, error) 
 	}
 	return out, nil
 }
+
+// Has reports which keys the index holds, in input order, without
+// recording uses: for sweeps, not for clients.
+func (ix *Index) Has(ctx context.Context, keys []cas.Key) ([]bool, error) {
+	has := make([]bool, len(keys))
+	if len(keys) == 0 {
+		return has, nil
+	}
+	var cols keyCols
+	for _, k := range keys {
+		if err := cols.add(k); err != nil {
+			return nil, err
+		}
+	}
+	rows, err := ix.pool.Query(ctx, `SELECT k.ord FROM `+unnestKeys+` CROSS JOIN LATERAL (
+		SELECT 1 FROM sealcache_objects o WHERE `+matchKey("o", "k")+` LIMIT 1) o`, cols.args()...)
+	if err != nil {
+		return nil, failed("looking up objects", err)
+	}
+	ords, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, failed("looking up objects", err)
+	}
+	for _, o := range ords {
+		has[o-1] = true
+	}
+	return has, nil
+}
+
+// JobDue reports whether the job named name last ran more than every ago
+// (or never), and if so records that it runs now: of several nodes asking
+// at once, one is told yes.
+func (ix *Index) JobDue(ctx context.Context, name string, every time.Duration) (bool, error) {
+	rows, err := ix.pool.Query(ctx, `INSERT INTO sealcache_index_jobs (name, last_run) VALUES ($1, now())
+		ON CONFLICT (name) DO UPDATE SET last_run = now()
+		WHERE sealcache_index_jobs.last_run < now() - $2 * interval '1 second'
+		RETURNING 1`, name, seconds(every))
+	if err != nil {
+		return false, failed("scheduling "+name, err)
+	}
+	n, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return false, failed("scheduling "+name, err)
+	}
+	return len(n) == 1, nil
+}

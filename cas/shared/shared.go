@@ -294,7 +294,87 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 	if _, err := s.index.ForgetFinished(ctx); err != nil {
 		return n, err
 	}
-	return n, nil
+	if due, err := s.index.JobDue(ctx, "orphan_sweep", SweepEvery); err != nil || !due {
+		return n, err
+	}
+	orphans, bytes, err := s.Sweep(ctx, orphanAge)
+	if orphans > 0 {
+		s.log.Info("deleted objects of the object store that had no index row (writes whose node died before recording them)", "objects", orphans, "bytes", bytes)
+	}
+	return n, err
+}
+
+// SweepEvery is how often, across all nodes, the object store is swept for
+// objects without an index row.
+const SweepEvery = 24 * time.Hour
+
+// orphanAge is how old an object without a row must be to be swept: a write
+// records its row within seconds of the object store publishing it.
+const orphanAge = time.Hour
+
+// objectLister is an object store that can list everything it holds
+// (cas/s3).
+type objectLister interface {
+	ListObjects(ctx context.Context, fn func(key cas.Key, size int64, modified time.Time) error) (skipped int, err error)
+}
+
+// sweepBatch is how many listed objects one index query checks.
+const sweepBatch = 1000
+
+// Sweep deletes the objects of the object store that have no index row and
+// were last modified more than olderThan ago: writes whose node died
+// between publishing the object and recording it. No client can see them
+// (the index decides what exists), but they take space the budget does not
+// count. An object store that cannot list its objects is not swept.
+func (s *Store) Sweep(ctx context.Context, olderThan time.Duration) (objects int, bytes int64, err error) {
+	lister, ok := s.objects.(objectLister)
+	if !ok {
+		return 0, 0, nil
+	}
+	cutoff := time.Now().Add(-olderThan)
+	var batch []cas.StoredObject
+	check := func() error {
+		keys := make([]cas.Key, len(batch))
+		for i, o := range batch {
+			keys[i] = o.Key
+		}
+		has, err := s.index.Has(ctx, keys)
+		if err != nil {
+			return err
+		}
+		for i, o := range batch {
+			if has[i] {
+				continue
+			}
+			if err := s.Delete(ctx, o.Key); err != nil {
+				return err
+			}
+			objects++
+			bytes += o.Size
+		}
+		batch = batch[:0]
+		return nil
+	}
+	skipped, err := lister.ListObjects(ctx, func(key cas.Key, size int64, modified time.Time) error {
+		if !modified.Before(cutoff) {
+			return nil
+		}
+		batch = append(batch, cas.StoredObject{Key: key, Size: size})
+		if len(batch) == sweepBatch {
+			return check()
+		}
+		return nil
+	})
+	if err == nil && len(batch) > 0 {
+		err = check()
+	}
+	if skipped > 0 {
+		s.log.Warn("the object store holds objects under this deployment's prefix that Sealcache did not write; give each deployment its own prefix", "objects", skipped)
+	}
+	if err != nil {
+		return objects, bytes, fmt.Errorf("sweeping the object store for objects without index rows: %w", err)
+	}
+	return objects, bytes, nil
 }
 
 // TryEvictorLock takes the lock that lets one node at a time evict.

@@ -294,3 +294,38 @@ func TestPingChecksBothStores(t *testing.T) {
 		t.Fatalf("Ping: %v", err)
 	}
 }
+
+// An object whose node died between writing it and recording it is
+// deleted by the sweep; recorded objects and young ones stay.
+func TestSweepDeletesObjectsWithoutRows(t *testing.T) {
+	s := openS3Store(t)
+	ctx := t.Context()
+	indexed := []byte("written and recorded")
+	orphan := []byte("written, never recorded: its node died")
+	put(t, s, castest.CASKey("org1", indexed), indexed)
+	if err := s.objects.Put(ctx, castest.CASKey("org2", orphan), int64(len(orphan)), bytes.NewReader(orphan)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := s.Sweep(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("Sweep of young objects = %d, %v; want nothing swept", n, err)
+	}
+	n, size, err := s.Sweep(ctx, 0)
+	if err != nil || n != 1 || size != int64(len(orphan)) {
+		t.Fatalf("Sweep = %d objects, %d bytes, %v; want the one orphan", n, size, err)
+	}
+	if missing, _ := s.objects.FindMissing(ctx, []cas.Key{castest.CASKey("org2", orphan), castest.CASKey("org1", indexed)}); len(missing) != 1 || missing[0].Partition != "org2" {
+		t.Fatalf("after the sweep the object store misses %v; want only the orphan gone", missing)
+	}
+}
+
+// Of several nodes, one sweeps a day: the job is due once per period.
+func TestSweepRunsOncePerPeriod(t *testing.T) {
+	ix, _ := openIndex(t)
+	defer ix.Close()
+	for i, want := range []bool{true, false} {
+		due, err := ix.JobDue(t.Context(), "orphan_sweep", SweepEvery)
+		if err != nil || due != want {
+			t.Fatalf("JobDue call %d = %v, %v; want %v", i+1, due, err, want)
+		}
+	}
+}
