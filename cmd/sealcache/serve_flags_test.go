@@ -34,6 +34,12 @@ func TestBadServerFlagsExit2NamingTheFlag(t *testing.T) {
 		{args: []string{"--log_format", "xml"}, flag: "--log_format"},
 		{args: []string{"--data_dir", ""}, flag: "--data_dir"},
 		{args: []string{"serve", "extra"}, flag: `"extra"`},
+		{args: []string{"--blob_store", "s3://bucket/prefix"}, flag: "--metadata_url"},
+		{args: []string{"--blob_store", "gs://bucket", "--metadata_url", "postgres://db/x"}, flag: "--blob_store"},
+		{args: []string{"--metadata_url", "mysql://db/x"}, flag: "--metadata_url"},
+		{args: []string{"--s3_endpoint", "http://127.0.0.1:9000"}, flag: "--s3_endpoint"},
+		{args: []string{"--blob_store", "s3://bucket", "--metadata_url", "postgres://db/x", "--min_retention", "0s"}, flag: "--min_retention"},
+		{args: []string{"--shared_max_size", "lots"}, flag: "-shared_max_size"},
 		{env: map[string]string{"SEALCACHE_MAX_SIZE": "lots"}, flag: "SEALCACHE_MAX_SIZE"},
 	} {
 		for k, v := range c.env {
