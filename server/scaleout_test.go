@@ -20,6 +20,7 @@ import (
 	"github.com/sealcache/sealcache/encryption/kms"
 	"github.com/sealcache/sealcache/internal/pgtest"
 	"github.com/sealcache/sealcache/internal/s3test"
+	"github.com/sealcache/sealcache/orgs"
 )
 
 // cluster is nodes sharing one PostgreSQL, one bucket and one local-kms
@@ -212,4 +213,32 @@ func filesUnder(t *testing.T, dir string) int {
 		return nil
 	})
 	return n
+}
+
+// An API key revoked through one node stops working on the others as soon
+// as the change feed tells them, not after their key cache's TTL.
+func TestRevokedKeysStopOnEveryNode(t *testing.T) {
+	c := startCluster(t, 2, func(cfg *Config) { cfg.AuthCacheTTL = time.Hour })
+	a, b := c.nodes[0], c.nodes[1]
+	ctx := t.Context()
+	key, secret, err := a.s.orgs.CreateAPIKey(ctx, a.defaultOrg(), orgs.RoleWriter, "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := repb.NewContentAddressableStorageClient(b.dial(secret))
+	probe := &repb.FindMissingBlobsRequest{BlobDigests: []*repb.Digest{{Hash: sha([]byte("probe")).Hash, SizeBytes: 5}}}
+	if _, err := client.FindMissingBlobs(ctx, probe); err != nil {
+		t.Fatalf("the new key on node B: %v", err) // now in B's key cache for an hour
+	}
+	if err := a.s.orgs.RevokeAPIKey(ctx, a.defaultOrg(), key.ID); err != nil {
+		t.Fatal(err)
+	}
+	revoked := time.Now()
+	waitUntil(t, "node B to refuse the revoked key", func() string {
+		if _, err := client.FindMissingBlobs(ctx, probe); status.Code(err) != codes.Unauthenticated {
+			return fmt.Sprintf("FindMissingBlobs: %v", err)
+		}
+		return ""
+	})
+	t.Logf("node B refused the key %v after it was revoked through node A (key cache TTL 1h)", time.Since(revoked).Round(time.Millisecond))
 }
