@@ -304,14 +304,13 @@ func (t *uploadTable) attach(streamCtx context.Context, key cas.Key, rn cas.Reso
 		pw: pw, result: make(chan error, 1), attached: true,
 	}
 	var body io.Reader = pr
-	var dec *zstd.Decoder
+	var dec *zstdBody
 	if up.compressed {
 		var err error
-		dec, err = zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "zstd: %v", err)
+		if dec, err = newZstdBody(pr, rn.Digest.Size); err != nil {
+			return nil, err
 		}
-		body = &zstdBody{dec}
+		body = dec
 	}
 	putCtx, cancel := context.WithCancel(context.WithoutCancel(streamCtx))
 	stopWithServer := context.AfterFunc(t.ctx, cancel)

@@ -144,12 +144,12 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 	case repb.Compressor_IDENTITY:
 		body = bytes.NewReader(r.Data)
 	case repb.Compressor_ZSTD:
-		dec, err := zstd.NewReader(bytes.NewReader(r.Data), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(digest.Size)+1<<20))
+		dec, err := newZstdBody(bytes.NewReader(r.Data), digest.Size)
 		if err != nil {
-			return statusProto(codes.Internal, "zstd: %v", err)
+			return status.Convert(err).Proto()
 		}
 		defer dec.Close()
-		body = &zstdBody{dec}
+		body = dec
 	default:
 		return statusProto(codes.InvalidArgument, "compressor %s is not supported; use IDENTITY or ZSTD", r.Compressor)
 	}
@@ -161,15 +161,41 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 }
 
 // zstdBody reports a malformed zstd stream as a client error.
-type zstdBody struct{ d *zstd.Decoder }
+type zstdBody struct {
+	d         *zstd.Decoder
+	maxWindow uint64
+}
+
+// newZstdBody decompresses r, an upload of a blob of blobSize bytes.
+//
+// The decoder allocates a frame's whole window when the frame starts,
+// whatever the blob's size, so the window a frame may declare is bounded
+// by the blob: any blob may use the 8 MiB the zstd format asks decoders to
+// support, larger windows (long-distance matching) need a blob at least as
+// large, and 64 MiB is the most. Decompressing past the blob's size is
+// stopped by the digest check below (cas/verify), one block at most past it.
+func newZstdBody(r io.Reader, blobSize int64) (*zstdBody, error) {
+	maxWindow := uint64(min(max(blobSize, 8<<20), 64<<20))
+	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxWindow))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "zstd: %v", err)
+	}
+	return &zstdBody{d: dec, maxWindow: maxWindow}, nil
+}
 
 func (z *zstdBody) Read(p []byte) (int, error) {
 	n, err := z.d.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == nil || err == io.EOF:
+	case errors.Is(err, zstd.ErrWindowSizeExceeded):
+		err = status.Errorf(codes.InvalidArgument, "the zstd frame declares a window larger than the %d bytes this server allows for a blob of this size: compress with a smaller window (zstd levels up to 19, without --long)", z.maxWindow)
+	default:
 		err = status.Errorf(codes.InvalidArgument, "compressed data is not valid zstd: %v", err)
 	}
 	return n, err
 }
+
+func (z *zstdBody) Close() { z.d.Close() }
 
 // BatchReadBlobs validates every digest and the total size before reading
 // anything, so one request can never make the server hold more than
@@ -199,22 +225,27 @@ func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobs
 	for _, comp := range req.AcceptableCompressors {
 		zstdOK = zstdOK || comp == repb.Compressor_ZSTD
 	}
-	var packed []byte // zstd scratch, reused across blobs
+	var raw, packed []byte // scratch for the zstd path, reused across blobs
 	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(req.Digests))}
 	for i, digest := range digests {
 		r := &repb.BatchReadBlobsResponse_Response{Digest: req.Digests[i], Status: &spb.Status{}}
 		resp.Responses[i] = r
-		data, err := cas.ReadAll(ctx, c.blobs, casKey(ctx, digest), digest.Size)
+		var err error
+		if zstdOK {
+			raw, err = cas.ReadAllInto(ctx, c.blobs, casKey(ctx, digest), digest.Size, raw)
+		} else {
+			r.Data, err = cas.ReadAll(ctx, c.blobs, casKey(ctx, digest), digest.Size)
+		}
 		if err != nil {
 			r.Status = batchStatus(status.Convert(storeError(err)).Proto())
 			continue
 		}
-		r.Data = data
-		if zstdOK && len(data) > 0 {
-			packed = zstdEncoder().EncodeAll(data, packed[:0])
-			if len(packed) < len(data) {
-				r.Data = bytes.Clone(packed)
-				r.Compressor = repb.Compressor_ZSTD
+		if zstdOK {
+			packed = zstdEncoder().EncodeAll(raw, packed[:0])
+			if len(packed) < len(raw) {
+				r.Data, r.Compressor = bytes.Clone(packed), repb.Compressor_ZSTD
+			} else {
+				r.Data = bytes.Clone(raw)
 			}
 		}
 		c.metrics.bytesOut("grpc", int64(len(r.Data)))
