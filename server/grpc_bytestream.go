@@ -219,6 +219,9 @@ func (b *byteStreamServer) QueryWriteStatus(ctx context.Context, req *bspb.Query
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := checkInstanceName(rn.Instance); err != nil {
+		return nil, err
+	}
 	key := casKey(ctx, rn.Digest)
 	if missing, err := b.blobs.FindMissing(ctx, []cas.Key{key}); err != nil {
 		return nil, storeError(err)
