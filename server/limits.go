@@ -28,8 +28,8 @@ const (
 	// batch response; longer ones are cut.
 	maxBatchStatusMessage = 512
 	// maxFindMissingDigests is the most digests one FindMissingBlobs may
-	// ask about. Bazel sends at most 10,000 per call; other clients send
-	// all of an action's inputs at once.
+	// ask about. Bazel splits its calls to fit its own message size limit;
+	// other clients send all of an action's inputs in one call.
 	maxFindMissingDigests = 100_000
 
 	// clientDefaultReceiveLimit is what gRPC clients accept per message
