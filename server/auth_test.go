@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -330,8 +332,16 @@ func TestFirstStartPrintsKeysOnceAndNeverLogsThem(t *testing.T) {
 // Authorization denies by default: every method the gRPC server registers
 // has an explicit rule, and a method without one is refused for every key.
 func TestEveryRegisteredMethodHasAnAccessRule(t *testing.T) {
-	env := startServer(t)
-	g := env.s.newGRPCServer(nil)
+	// A server that is not serving: building a second gRPC server beside a
+	// serving one would race with ServeListeners.
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	srv, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	g := srv.newGRPCServer(nil)
 	registered := 0
 	for service, info := range g.GetServiceInfo() {
 		for _, m := range info.Methods {
@@ -345,7 +355,7 @@ func TestEveryRegisteredMethodHasAnAccessRule(t *testing.T) {
 	if registered < len(methodAccess) {
 		t.Errorf("methodAccess lists %d methods but only %d are registered: remove rules of methods that are gone", len(methodAccess), registered)
 	}
-	_, err := env.s.grpcPrincipal(context.Background(), "/build.bazel.remote.execution.v2.Execution/Execute")
+	_, err = srv.grpcPrincipal(context.Background(), "/build.bazel.remote.execution.v2.Execution/Execute")
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("a method without a rule: %v; want PERMISSION_DENIED", err)
 	}
