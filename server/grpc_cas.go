@@ -255,10 +255,11 @@ func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobs
 
 // GetTree walks a directory tree breadth first. Pages are bounded by
 // directory count (page_size) and by bytes, so a page always fits in the
-// 4 MiB message gRPC clients accept by default. The page token is the number of directories already
-// returned, so a client can resume with any server holding the same CAS;
-// each page re-walks the part of the tree it skips, which is cheap next to
-// the downloads a client does with the result.
+// 4 MiB message gRPC clients accept by default. The page token is the
+// number of directories already returned, so a client can resume with any
+// server holding the same CAS; each page re-walks the part of the tree it
+// skips, which is cheap next to the downloads a client does with the
+// result.
 func (c *casServer) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddressableStorage_GetTreeServer) error {
 	ctx := stream.Context()
 	if err := checkInstanceName(req.InstanceName); err != nil {

@@ -119,7 +119,10 @@ func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Cont
 	idle := newIdleBody(w, r.Body, h.idleTimeout)
 	var body io.Reader = idle
 	if key.Kind == cas.KindAC && h.acStrict {
-		data, err := io.ReadAll(io.LimitReader(r.Body, completeness.MaxActionResultSize+1))
+		data, err := io.ReadAll(io.LimitReader(idle, completeness.MaxActionResultSize+1))
+		if idle.idle {
+			return h.stalled(w, r, int64(len(data)))
+		}
 		if err != nil {
 			return httpError(w, status.Errorf(codes.Canceled, "reading body: %v", err))
 		}
@@ -131,15 +134,20 @@ func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Cont
 	counted := &countingReader{r: body}
 	if err := h.blobs.Put(ctx, key, size, counted); err != nil {
 		if idle.idle {
-			h.log.Info("ended an HTTP PUT whose body stalled", "path", r.URL.Path, "received", counted.n, "idle", h.idleTimeout.String())
-			// 408: the client, not the server, was too slow.
-			return httpErrorText(w, http.StatusRequestTimeout, fmt.Sprintf("the request body sent nothing for %s (--upload_idle_timeout) after %d bytes; nothing was stored: send the PUT again", h.idleTimeout, counted.n))
+			return h.stalled(w, r, counted.n)
 		}
 		return httpError(w, storeError(err))
 	}
 	h.metrics.bytesIn("http", counted.n)
 	w.WriteHeader(http.StatusOK)
 	return http.StatusOK
+}
+
+// stalled answers a PUT whose body sent nothing for the idle timeout after
+// received bytes: 408, the client was too slow, not the server.
+func (h *httpCache) stalled(w http.ResponseWriter, r *http.Request, received int64) int {
+	h.log.Info("ended an HTTP PUT whose body stalled", "path", r.URL.Path, "received", received, "idle", h.idleTimeout.String())
+	return httpErrorText(w, http.StatusRequestTimeout, fmt.Sprintf("the request body sent nothing for %s (--upload_idle_timeout) after %d bytes; nothing was stored: send the PUT again", h.idleTimeout, received))
 }
 
 func (h *httpCache) get(w http.ResponseWriter, r *http.Request, ctx context.Context, key cas.Key) int {

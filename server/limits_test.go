@@ -252,6 +252,16 @@ func TestUploadsThatGoSilentAreEnded(t *testing.T) {
 	}
 }
 
+// With --http_ac_strict the server reads an /ac/ body whole before storing
+// it; a body that stalls there is ended the same way.
+func TestStalledActionCachePutIsEndedWhenTheServerChecksTheBody(t *testing.T) {
+	env := startServer(t, func(c *Config) { c.UploadIdleTimeout = 100 * time.Millisecond; c.HTTPACStrict = true })
+	if err := stalledPut(env, "/ac/"+sha([]byte("action")).Hash, []byte("\x0a\x02"), 100); err != nil {
+		t.Fatal(err)
+	}
+	env.logs.waitForLine(t, "ended an HTTP PUT whose body stalled", "received=2")
+}
+
 // silentWrite opens a Write stream, sends first (if any) without finishing,
 // then waits for the server to end the stream; it returns an error unless
 // the server ended it as idle.
