@@ -113,6 +113,7 @@ func (s *Server) openKeyProvider() (*encryption.KeyProvider, *kms.Opener, error)
 		Records: s.orgs,
 		OpenKMS: opener.Open,
 		Auditor: s.orgs,
+		Logger:  s.log,
 		TTL:     s.cfg.KeyCacheTTL,
 		Now:     s.cfg.Clock,
 	})
