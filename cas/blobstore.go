@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Kind tells the content-addressed store from the action cache. CAS blobs
@@ -125,6 +126,12 @@ type Backend interface {
 // an error wrapping ErrTooLarge before any byte is read, so no request can
 // make the server hold more than it allows.
 func ReadAll(ctx context.Context, s BlobStore, key Key, limit int64) ([]byte, error) {
+	return ReadAllInto(ctx, s, key, limit, nil)
+}
+
+// ReadAllInto is ReadAll into buf's storage (its contents are replaced),
+// for callers that read many objects one after another and keep none.
+func ReadAllInto(ctx context.Context, s BlobStore, key Key, limit int64, buf []byte) ([]byte, error) {
 	rc, size, err := s.Get(ctx, key, 0)
 	if err != nil {
 		return nil, err
@@ -133,7 +140,7 @@ func ReadAll(ctx context.Context, s BlobStore, key Key, limit int64) ([]byte, er
 	if size > limit {
 		return nil, fmt.Errorf("%s has %d bytes, more than the %d allowed here: %w", key, size, limit, ErrTooLarge)
 	}
-	data, err := readAtMost(rc, make([]byte, 0, max(size, 0)), limit)
+	data, err := readAtMost(rc, slices.Grow(buf[:0], int(max(size, 0))), limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", key, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sealcache/sealcache/cas/verify"
+	"github.com/sealcache/sealcache/encryption/kms"
 	"github.com/sealcache/sealcache/encryption/stream"
 )
 
@@ -32,14 +33,31 @@ type KeyUnavailableError struct {
 }
 
 func (e *KeyUnavailableError) Error() string {
+	return e.message(fmt.Sprint(e.Cause))
+}
+
+// ClientMessage is the error for cache clients: it names the key and what
+// to do, and gives only the kind of KMS failure, not the KMS's own words,
+// which can name the server's files (local-kms) or internal endpoints.
+// Error, with those words, is for the server log and the org's audit log.
+func (e *KeyUnavailableError) ClientMessage() string {
+	reason := "KMS error"
+	var kerr *kms.Error
+	if errors.As(e.Cause, &kerr) {
+		reason = kerr.Kind.String()
+	}
+	return e.message(reason) + " (the org's audit log has the details)"
+}
+
+func (e *KeyUnavailableError) message(cause string) string {
 	what := "the org's KMS key " + e.KeyURI
 	next := "check that the key exists, is enabled and that the cache server may use it"
 	if e.Half == "operator" {
 		what = "the operator's KMS key " + e.KeyURI
 		next = "the server operator must check the operator key"
 	}
-	return fmt.Sprintf("encryption key %s of org %s is unavailable: cannot unwrap with %s: %v; %s",
-		e.KeyID, e.OrgID, what, e.Cause, next)
+	return fmt.Sprintf("encryption key %s of org %s is unavailable: cannot unwrap with %s: %s; %s",
+		e.KeyID, e.OrgID, what, cause, next)
 }
 
 func (e *KeyUnavailableError) Unwrap() error { return e.Cause }

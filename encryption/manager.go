@@ -85,6 +85,14 @@ func (e *EnableError) Error() string {
 
 func (e *EnableError) Unwrap() error { return e.Err }
 
+// OperatorKeyError refuses to enable CMEK with the operator's own KMS key
+// as the customer key: the operator alone could then open the org's data.
+type OperatorKeyError struct{ URI string }
+
+func (e *OperatorKeyError) Error() string {
+	return e.URI + " is the server operator's own key: CMEK needs a second key that your organization controls, so give the URI of one of your KMS keys"
+}
+
 // Enable turns CMEK on for the org with the customer's KMS key. Both KMS
 // keys must pass a wrap + unwrap round trip first (of the freshly drawn
 // halves themselves); on any failure nothing changes, the attempt is
@@ -101,8 +109,7 @@ func (m *Manager) Enable(ctx context.Context, orgID, actorKeyID, customerKeyURI 
 	if customerKeyURI == m.cfg.OperatorKeyURI {
 		// Both halves under one key would make the operator alone able to
 		// open the org's data: CMEK means the customer's key is needed too.
-		return KeyRecord{}, &kms.Error{Kind: kms.KindInvalidURI, URI: customerKeyURI, Op: "enable", Provider: "sealcache",
-			Err: errors.New("this is the operator's own key; give a key that your organization controls")}
+		return KeyRecord{}, &OperatorKeyError{URI: customerKeyURI}
 	}
 	cur, err := m.cfg.Records.CurrentKey(ctx, orgID)
 	switch {

@@ -38,7 +38,8 @@ type OpenKMSFunc func(ctx context.Context, uri string) (kms.Wrapper, error)
 type KeyProviderConfig struct {
 	Records KeyRecordStore
 	OpenKMS OpenKMSFunc
-	Auditor Auditor // may be nil
+	Auditor Auditor      // may be nil
+	Logger  *slog.Logger // where unwrap failures are logged in full; nil: slog's default
 
 	TTL        time.Duration // derived keys; default and maximum 10 min
 	ErrorTTL   time.Duration // KMS failures; default 10 s
@@ -161,6 +162,9 @@ func NewKeyProvider(cfg KeyProviderConfig) (*KeyProvider, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	keys, err := ristretto.NewCache(&ristretto.Config[string, *cachedKey]{
 		NumCounters:        10 * cfg.MaxKeys,
@@ -411,7 +415,8 @@ func (p *KeyProvider) maybeRefresh(e *cachedKey, rec KeyRecord, now time.Time) {
 }
 
 // reportFailure remembers a failed unwrap for ErrorTTL (unless the call was
-// merely cancelled) and records it in the org's key health and audit log.
+// merely cancelled), logs it and records it in the org's key health and
+// audit log.
 func (p *KeyProvider) reportFailure(ctx context.Context, rec KeyRecord, err error, now time.Time) {
 	if errors.Is(err, context.Canceled) {
 		return
@@ -419,6 +424,10 @@ func (p *KeyProvider) reportFailure(ctx context.Context, rec KeyRecord, err erro
 	p.mu.Lock()
 	p.failures[rec.OrgID] = cachedFailure{keyID: rec.KeyID, err: err, expires: now.Add(p.cfg.ErrorTTL)}
 	p.mu.Unlock()
+	// Clients get a shorter message (KeyUnavailableError.ClientMessage);
+	// this is where the operator finds the KMS's own words. Failures are
+	// remembered for ErrorTTL, so this logs at most once per ErrorTTL.
+	p.cfg.Logger.Warn("an org's encryption key is unavailable", "org", rec.OrgID, "key_id", rec.KeyID, "err", err.Error())
 	recordKMSFailure(ctx, p.cfg.Records, p.cfg.Auditor, rec.OrgID, rec.KeyID, err, now)
 }
 

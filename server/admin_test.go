@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -61,5 +62,17 @@ func TestShredCheckEndpointIsForTheOperatorOnly(t *testing.T) {
 	code, body := env.httpDo("GET", "/v1/shred-check?org_id="+env.defaultOrg(), env.operatorKey, nil)
 	if code != http.StatusOK || !strings.Contains(string(body), `"shredded":true`) {
 		t.Errorf("operator: %d %s", code, body)
+	}
+}
+
+// The operator's own key cannot be an org's customer key: the operator
+// alone could then open the org's data. The refusal says so in one sentence.
+func TestEnablingCMEKWithTheOperatorsKeyIsRefusedPlainly(t *testing.T) {
+	env := startServer(t)
+	err := setCMEK(t, env, env.adminKey, true, env.s.cfg.OperatorKeyURI)
+	want := "customer_key_uri: local-kms://operator is the server operator's own key: CMEK needs a second key that your organization controls, so give the URI of one of your KMS keys"
+	var cerr *connect.Error
+	if !errors.As(err, &cerr) || cerr.Code() != connect.CodeInvalidArgument || cerr.Message() != want {
+		t.Fatalf("enabling CMEK with the operator's key: %v\nwant invalid_argument: %s", err, want)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/sealcache/sealcache/encryption"
 	"path/filepath"
@@ -53,6 +54,18 @@ type Config struct {
 
 	ShutdownGrace time.Duration
 
+	// Connection and stream limits (limits.go, idle.go).
+	//
+	// UploadIdleTimeout ends a ByteStream Write stream or an HTTP PUT body
+	// that sends nothing for this long; the upload is dropped.
+	UploadIdleTimeout time.Duration
+	// MaxConcurrentStreams caps the gRPC calls in flight on one connection;
+	// clients queue the rest.
+	MaxConcurrentStreams int
+	// MaxConnectionsPerPort caps the open connections of each port (gRPC
+	// and HTTP); further clients wait until one closes.
+	MaxConnectionsPerPort int
+
 	// Many nodes (see scaleout.go): a shared object store and PostgreSQL.
 	BlobStore         string // s3://BUCKET/PREFIX; empty: this node's disk only
 	S3Endpoint        string
@@ -90,7 +103,11 @@ func Defaults() Config {
 		KeyRewrapInterval: 6 * time.Hour,
 		OperatorKeyURI:    "local-kms://operator",
 		ShutdownGrace:     30 * time.Second,
-		MinRetention:      time.Hour,
+
+		UploadIdleTimeout:     time.Minute,
+		MaxConcurrentStreams:  100,
+		MaxConnectionsPerPort: 1000,
+		MinRetention:          time.Hour,
 	}
 }
 
@@ -128,7 +145,25 @@ func (c *Config) Validate() error {
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 30 * time.Second
 	}
+	if c.UploadIdleTimeout <= 0 {
+		return fmt.Errorf("--upload_idle_timeout=%s: must be above 0, such as 1m", c.UploadIdleTimeout)
+	}
+	if c.MaxConcurrentStreams < 1 || c.MaxConcurrentStreams > math.MaxUint32 {
+		return fmt.Errorf("--grpc_max_concurrent_streams must be at least 1, such as 100")
+	}
+	if c.MaxConnectionsPerPort < 1 {
+		return fmt.Errorf("--max_connections_per_port must be at least 1, such as 1000")
+	}
 	return c.validateScaleout()
+}
+
+// BlobSizeLimit is the largest CAS blob the server accepts: --max_blob_size,
+// or else the whole disk budget, which no larger blob could fit in.
+func (c *Config) BlobSizeLimit() int64 {
+	if c.MaxBlobSize > 0 {
+		return c.MaxBlobSize
+	}
+	return c.MaxSize
 }
 
 // ParseSize reads a byte size such as "20GiB", "512MB", "1.5TiB" or

@@ -25,6 +25,11 @@ func storeError(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	var keyErr *encryption.KeyUnavailableError
+	if errors.As(err, &keyErr) {
+		// The full error can hold server paths; the provider logged it.
+		return status.Error(codes.Unavailable, keyErr.ClientMessage())
+	}
 	return status.Error(storeCode(err), err.Error())
 }
 

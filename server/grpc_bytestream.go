@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,10 +22,11 @@ const (
 	// readChunkSize is the payload of one ReadResponse: large enough to
 	// amortise per-message cost, small enough to keep memory per stream flat.
 	readChunkSize = 256 << 10
-	// uploadIdleTimeout is how long a broken upload waits for the client to
-	// resume it (QueryWriteStatus + Write at the committed offset) before
-	// it is dropped.
-	uploadIdleTimeout = time.Minute
+	// uploadResumeWindow is how long a broken-off upload waits for the
+	// client to resume it (QueryWriteStatus + Write at the committed
+	// offset) before it is dropped. A stream that stays open but sends
+	// nothing is another matter: Config.UploadIdleTimeout ends it.
+	uploadResumeWindow = time.Minute
 )
 
 // byteStreamServer serves ByteStream reads and (resumable) writes of CAS
@@ -33,12 +35,10 @@ type byteStreamServer struct {
 	bspb.UnimplementedByteStreamServer
 	blobs       cas.BlobStore
 	uploads     *uploadTable
-	maxBlobSize int64 // 0: no limit beyond the store's
+	maxBlobSize int64         // 0: no limit beyond the store's
+	idleTimeout time.Duration // a Write stream silent this long is ended
 	metrics     *metrics
-}
-
-func newByteStreamServer(blobs cas.BlobStore, uploads *uploadTable, maxBlobSize int64, m *metrics) *byteStreamServer {
-	return &byteStreamServer{blobs: blobs, uploads: uploads, maxBlobSize: maxBlobSize, metrics: m}
+	log         *slog.Logger
 }
 
 func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_ReadServer) error {
@@ -126,7 +126,13 @@ func (r *readSender) flush() error {
 
 func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {
 	ctx := stream.Context()
-	req, err := stream.Recv()
+	in := newIdleReceiver(stream.Recv, b.idleTimeout)
+	defer in.stop()
+	req, err := in.Recv()
+	if errors.Is(err, errUploadIdle) {
+		b.log.Info("ended a ByteStream Write stream that sent nothing", "idle", b.idleTimeout.String())
+		return status.Errorf(codes.DeadlineExceeded, "the stream sent no WriteRequest within %s (--upload_idle_timeout); open a new stream and send the data", b.idleTimeout)
+	}
 	if err != nil {
 		return err
 	}
@@ -186,7 +192,12 @@ func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {
 			}
 			return stream.SendAndClose(doneResponse)
 		}
-		req, err = stream.Recv()
+		req, err = in.Recv()
+		if errors.Is(err, errUploadIdle) {
+			b.uploads.abort(up, errUploadIdle)
+			b.log.Info("dropped an upload whose stream went silent", "resource_name", name, "received", up.received.Load(), "idle", b.idleTimeout.String())
+			return status.Errorf(codes.DeadlineExceeded, "no data for %s (--upload_idle_timeout) after %d bytes of %s; the upload was dropped: write it again from offset 0", b.idleTimeout, up.received.Load(), name)
+		}
 		if err == io.EOF {
 			b.uploads.detach(up)
 			return status.Errorf(codes.InvalidArgument, "the client closed the stream after %d bytes without finish_write; resume at that offset", up.received.Load())
@@ -207,6 +218,9 @@ func (b *byteStreamServer) QueryWriteStatus(ctx context.Context, req *bspb.Query
 	rn, err := cas.ParseWriteResourceName(req.ResourceName)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := checkInstanceName(rn.Instance); err != nil {
+		return nil, err
 	}
 	key := casKey(ctx, rn.Digest)
 	if missing, err := b.blobs.FindMissing(ctx, []cas.Key{key}); err != nil {
@@ -293,14 +307,13 @@ func (t *uploadTable) attach(streamCtx context.Context, key cas.Key, rn cas.Reso
 		pw: pw, result: make(chan error, 1), attached: true,
 	}
 	var body io.Reader = pr
-	var dec *zstd.Decoder
+	var dec *zstdBody
 	if up.compressed {
 		var err error
-		dec, err = zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "zstd: %v", err)
+		if dec, err = newZstdBody(pr, rn.Digest.Size); err != nil {
+			return nil, err
 		}
-		body = &zstdBody{dec}
+		body = dec
 	}
 	putCtx, cancel := context.WithCancel(context.WithoutCancel(streamCtx))
 	stopWithServer := context.AfterFunc(t.ctx, cancel)
@@ -317,7 +330,7 @@ func (t *uploadTable) attach(streamCtx context.Context, key cas.Key, rn cas.Reso
 		pr.CloseWithError(errors.Join(errAborted, err))
 		up.result <- err
 	}()
-	up.idle = time.AfterFunc(uploadIdleTimeout, func() { t.abort(up, errAborted) })
+	up.idle = time.AfterFunc(uploadResumeWindow, func() { t.abort(up, errAborted) })
 	up.idle.Stop()
 	t.m[id] = up
 	return up, nil
@@ -334,7 +347,7 @@ func (t *uploadTable) detach(up *upload) {
 		t.abortLocked(up, errAborted)
 		return
 	}
-	up.idle.Reset(uploadIdleTimeout)
+	up.idle.Reset(uploadResumeWindow)
 }
 
 func (t *uploadTable) abort(up *upload, err error) {

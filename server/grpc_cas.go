@@ -9,30 +9,24 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"unicode/utf8"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/klauspost/compress/zstd"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sealcache/sealcache/cas"
 )
 
+// GetTree pages hold at most page_size directories (default and maximum
+// below) and at most maxTreePageBytes (limits.go).
 const (
-	// maxBatchTotalSize is advertised in Capabilities; the gRPC message
-	// limit is this plus headroom for digests and framing.
-	maxBatchTotalSize = 4 << 20
-	maxGRPCMessage    = maxBatchTotalSize + 1<<20
-	// defaultTreePageSize and maxTreePageSize bound GetTree responses by
-	// directory count; maxTreePageBytes bounds them by size, below the
-	// gRPC message limit.
 	defaultTreePageSize = 1000
 	maxTreePageSize     = 10000
-	maxTreePageBytes    = maxBatchTotalSize
-	// maxDirectorySize bounds a Directory message read for GetTree.
-	maxDirectorySize = maxTreePageBytes
 )
 
 // casServer serves the ContentAddressableStorage service over blobs.
@@ -50,6 +44,9 @@ func newCASServer(blobs cas.BlobStore, maxBlobSize int64, m *metrics) *casServer
 func (c *casServer) FindMissingBlobs(ctx context.Context, req *repb.FindMissingBlobsRequest) (*repb.FindMissingBlobsResponse, error) {
 	if err := checkInstanceName(req.InstanceName); err != nil {
 		return nil, err
+	}
+	if len(req.BlobDigests) > maxFindMissingDigests {
+		return nil, status.Errorf(codes.InvalidArgument, "blob_digests has %d digests; ask about at most %d per call", len(req.BlobDigests), maxFindMissingDigests)
 	}
 	keys := make([]cas.Key, 0, len(req.BlobDigests))
 	for _, d := range req.BlobDigests {
@@ -70,18 +67,68 @@ func (c *casServer) FindMissingBlobs(ctx context.Context, req *repb.FindMissingB
 	return resp, nil
 }
 
+// BatchUpdateBlobs stores each blob and reports each one's outcome. A bad
+// digest fails its own entry; a request over the batch limits (counted in
+// declared, uncompressed sizes, so that zstd cannot multiply them) fails
+// as a whole before anything is stored.
 func (c *casServer) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateBlobsRequest) (*repb.BatchUpdateBlobsResponse, error) {
 	if err := checkInstanceName(req.InstanceName); err != nil {
 		return nil, err
+	}
+	if err := checkBatchCount(len(req.Requests)); err != nil {
+		return nil, err
+	}
+	var total batchTotal
+	for i, r := range req.Requests {
+		if d, err := cas.FromProto(req.DigestFunction, r.Digest); err == nil {
+			if err := total.add(d, i); err != nil {
+				return nil, err
+			}
+		}
 	}
 	resp := &repb.BatchUpdateBlobsResponse{Responses: make([]*repb.BatchUpdateBlobsResponse_Response, len(req.Requests))}
 	for i, r := range req.Requests {
 		resp.Responses[i] = &repb.BatchUpdateBlobsResponse_Response{
 			Digest: r.Digest,
-			Status: c.updateOne(ctx, req.DigestFunction, r),
+			Status: batchStatus(c.updateOne(ctx, req.DigestFunction, r)),
 		}
 	}
 	return resp, nil
+}
+
+// checkBatchCount refuses batches of more than maxBatchBlobs entries.
+func checkBatchCount(n int) error {
+	if n > maxBatchBlobs {
+		return status.Errorf(codes.InvalidArgument, "the batch has %d blobs; send at most %d per call", n, maxBatchBlobs)
+	}
+	return nil
+}
+
+// batchTotal adds up the declared sizes of a batch's blobs and fails once
+// they exceed maxBatchTotalSize. Sizes are non-negative (cas.FromProto), and
+// the check subtracts rather than adds, so no sum can overflow past it.
+type batchTotal struct{ bytes int64 }
+
+func (t *batchTotal) add(d cas.Digest, index int) error {
+	if d.Size > maxBatchTotalSize-t.bytes {
+		return status.Errorf(codes.InvalidArgument, "the blobs of one batch may hold %d bytes together (max_batch_total_size_bytes), and entry %d (%s) goes past that: send large blobs with ByteStream", maxBatchTotalSize, index, d)
+	}
+	t.bytes += d.Size
+	return nil
+}
+
+// batchStatus cuts an entry's status message to maxBatchStatusMessage
+// bytes, so that entries cannot make a batch response exceed the gRPC
+// message limit.
+func batchStatus(st *spb.Status) *spb.Status {
+	if len(st.Message) > maxBatchStatusMessage {
+		cut := maxBatchStatusMessage - len("...")
+		for cut > 0 && !utf8.RuneStart(st.Message[cut]) {
+			cut--
+		}
+		st.Message = st.Message[:cut] + "..."
+	}
+	return st
 }
 
 func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *repb.BatchUpdateBlobsRequest_Request) *spb.Status {
@@ -97,12 +144,12 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 	case repb.Compressor_IDENTITY:
 		body = bytes.NewReader(r.Data)
 	case repb.Compressor_ZSTD:
-		dec, err := zstd.NewReader(bytes.NewReader(r.Data), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(digest.Size)+1<<20))
+		dec, err := newZstdBody(bytes.NewReader(r.Data), digest.Size)
 		if err != nil {
-			return statusProto(codes.Internal, "zstd: %v", err)
+			return status.Convert(err).Proto()
 		}
 		defer dec.Close()
-		body = &zstdBody{dec}
+		body = dec
 	default:
 		return statusProto(codes.InvalidArgument, "compressor %s is not supported; use IDENTITY or ZSTD", r.Compressor)
 	}
@@ -114,54 +161,92 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 }
 
 // zstdBody reports a malformed zstd stream as a client error.
-type zstdBody struct{ d *zstd.Decoder }
+type zstdBody struct {
+	d         *zstd.Decoder
+	maxWindow uint64
+}
+
+// newZstdBody decompresses r, an upload of a blob of blobSize bytes.
+//
+// The decoder allocates a frame's whole window when the frame starts,
+// whatever the blob's size, so the window a frame may declare is bounded
+// by the blob: any blob may use the 8 MiB the zstd format asks decoders to
+// support, larger windows (long-distance matching) need a blob at least as
+// large, and 64 MiB is the most. Decompressing past the blob's size is
+// stopped by the digest check below (cas/verify), one block at most past it.
+func newZstdBody(r io.Reader, blobSize int64) (*zstdBody, error) {
+	maxWindow := uint64(min(max(blobSize, 8<<20), 64<<20))
+	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxWindow))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "zstd: %v", err)
+	}
+	return &zstdBody{d: dec, maxWindow: maxWindow}, nil
+}
 
 func (z *zstdBody) Read(p []byte) (int, error) {
 	n, err := z.d.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == nil || err == io.EOF:
+	case errors.Is(err, zstd.ErrWindowSizeExceeded):
+		err = status.Errorf(codes.InvalidArgument, "the zstd frame declares a window larger than the %d bytes this server allows for a blob of this size: compress with a smaller window (zstd levels up to 19, without --long)", z.maxWindow)
+	default:
 		err = status.Errorf(codes.InvalidArgument, "compressed data is not valid zstd: %v", err)
 	}
 	return n, err
 }
 
+func (z *zstdBody) Close() { z.d.Close() }
+
 // BatchReadBlobs validates every digest and the total size before reading
 // anything, so one request can never make the server hold more than
-// max_batch_total_size_bytes of blobs.
+// max_batch_total_size_bytes of blobs. With zstd, each blob is compressed
+// into a scratch buffer and only the compressed bytes are kept, and only
+// when they are smaller.
 func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsRequest) (*repb.BatchReadBlobsResponse, error) {
 	if err := checkInstanceName(req.InstanceName); err != nil {
 		return nil, err
 	}
+	if err := checkBatchCount(len(req.Digests)); err != nil {
+		return nil, err
+	}
 	digests := make([]cas.Digest, len(req.Digests))
-	var total int64
+	var total batchTotal
 	for i, d := range req.Digests {
 		digest, err := cas.FromProto(req.DigestFunction, d)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "digests[%d]: %v", i, err)
 		}
+		if err := total.add(digest, i); err != nil {
+			return nil, err
+		}
 		digests[i] = digest
-		total += digest.Size
-	}
-	if total > maxBatchTotalSize {
-		return nil, status.Errorf(codes.InvalidArgument, "requested %d bytes in one batch; the limit is %d (max_batch_total_size_bytes): use ByteStream Read for large blobs", total, maxBatchTotalSize)
 	}
 	zstdOK := false
 	for _, comp := range req.AcceptableCompressors {
 		zstdOK = zstdOK || comp == repb.Compressor_ZSTD
 	}
+	var raw, packed []byte // scratch for the zstd path, reused across blobs
 	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(req.Digests))}
 	for i, digest := range digests {
 		r := &repb.BatchReadBlobsResponse_Response{Digest: req.Digests[i], Status: &spb.Status{}}
 		resp.Responses[i] = r
-		data, err := cas.ReadAll(ctx, c.blobs, casKey(ctx, digest), digest.Size)
+		var err error
+		if zstdOK {
+			raw, err = cas.ReadAllInto(ctx, c.blobs, casKey(ctx, digest), digest.Size, raw)
+		} else {
+			r.Data, err = cas.ReadAll(ctx, c.blobs, casKey(ctx, digest), digest.Size)
+		}
 		if err != nil {
-			r.Status = status.Convert(storeError(err)).Proto()
+			r.Status = batchStatus(status.Convert(storeError(err)).Proto())
 			continue
 		}
-		if zstdOK && len(data) > 0 {
-			r.Data = zstdEncoder().EncodeAll(data, nil)
-			r.Compressor = repb.Compressor_ZSTD
-		} else {
-			r.Data = data
+		if zstdOK {
+			packed = zstdEncoder().EncodeAll(raw, packed[:0])
+			if len(packed) < len(raw) {
+				r.Data, r.Compressor = bytes.Clone(packed), repb.Compressor_ZSTD
+			} else {
+				r.Data = bytes.Clone(raw)
+			}
 		}
 		c.metrics.bytesOut("grpc", int64(len(r.Data)))
 	}
@@ -169,11 +254,12 @@ func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobs
 }
 
 // GetTree walks a directory tree breadth first. Pages are bounded by
-// directory count (page_size) and by bytes, so a page always fits in a
-// gRPC message. The page token is the number of directories already
-// returned, so a client can resume with any server holding the same CAS;
-// each page re-walks the part of the tree it skips, which is cheap next to
-// the downloads a client does with the result.
+// directory count (page_size) and by bytes, so a page always fits in the
+// 4 MiB message gRPC clients accept by default. The page token is the
+// number of directories already returned, so a client can resume with any
+// server holding the same CAS; each page re-walks the part of the tree it
+// skips, which is cheap next to the downloads a client does with the
+// result.
 func (c *casServer) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddressableStorage_GetTreeServer) error {
 	ctx := stream.Context()
 	if err := checkInstanceName(req.InstanceName); err != nil {
@@ -230,7 +316,7 @@ func (c *casServer) GetTree(req *repb.GetTreeRequest, stream repb.ContentAddress
 			index++
 			continue
 		}
-		size := proto.Size(dir) + 4 // field tag and length prefix
+		size := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(dir))
 		if len(page) > 0 && (len(page) == pageSize || pageBytes+size > maxTreePageBytes) {
 			// This directory starts the next page.
 			token := base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(index)))

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc/codes"
@@ -35,8 +36,9 @@ type httpCache struct {
 	authenticate func(ctx context.Context, secret string) (principal, error)
 	metrics      *metrics
 	log          *slog.Logger
-	maxBlobSize  int64 // 0: no limit beyond the store's
-	acStrict     bool  // refuse /ac/ bodies that are not ActionResults
+	maxBlobSize  int64         // 0: no limit beyond the store's
+	acStrict     bool          // refuse /ac/ bodies that are not ActionResults
+	idleTimeout  time.Duration // a PUT body that sends nothing this long is ended
 	refusals     *refusalLog
 }
 
@@ -117,9 +119,13 @@ func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Cont
 		return httpError(w, status.Errorf(codes.InvalidArgument, "body of %d bytes is larger than the server's --max_blob_size of %d bytes", r.ContentLength, h.maxBlobSize))
 	}
 	size := r.ContentLength // -1 (cas.SizeUnknown) when the client streams without a length
-	var body io.Reader = r.Body
+	idle := newIdleBody(w, r.Body, h.idleTimeout)
+	var body io.Reader = idle
 	if key.Kind == cas.KindAC && h.acStrict {
-		data, err := io.ReadAll(io.LimitReader(r.Body, completeness.MaxActionResultSize+1))
+		data, err := io.ReadAll(io.LimitReader(idle, completeness.MaxActionResultSize+1))
+		if idle.idle {
+			return h.stalled(w, r, int64(len(data)))
+		}
 		if err != nil {
 			return httpError(w, status.Errorf(codes.Canceled, "reading body: %v", err))
 		}
@@ -135,11 +141,21 @@ func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Cont
 		limited = &maxBlobReader{r: counted, left: h.maxBlobSize, limit: h.maxBlobSize}
 	}
 	if err := h.blobs.Put(ctx, key, size, limited); err != nil {
+		if idle.idle {
+			return h.stalled(w, r, counted.n)
+		}
 		return httpError(w, storeError(err))
 	}
 	h.metrics.bytesIn("http", counted.n)
 	w.WriteHeader(http.StatusOK)
 	return http.StatusOK
+}
+
+// stalled answers a PUT whose body sent nothing for the idle timeout after
+// received bytes: 408, the client was too slow, not the server.
+func (h *httpCache) stalled(w http.ResponseWriter, r *http.Request, received int64) int {
+	h.log.Info("ended an HTTP PUT whose body stalled", "path", r.URL.Path, "received", received, "idle", h.idleTimeout.String())
+	return httpErrorText(w, http.StatusRequestTimeout, fmt.Sprintf("the request body sent nothing for %s (--upload_idle_timeout) after %d bytes; nothing was stored: send the PUT again", h.idleTimeout, received))
 }
 
 func (h *httpCache) get(w http.ResponseWriter, r *http.Request, ctx context.Context, key cas.Key) int {
@@ -167,10 +183,14 @@ func (h *httpCache) get(w http.ResponseWriter, r *http.Request, ctx context.Cont
 // httpError writes a status error as text with the matching HTTP status.
 func httpError(w http.ResponseWriter, err error) int {
 	st := status.Convert(err)
-	code := httpStatus(st.Code())
+	return httpErrorText(w, httpStatus(st.Code()), st.Message())
+}
+
+// httpErrorText writes message as text with HTTP status code.
+func httpErrorText(w http.ResponseWriter, code int, message string) int {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(code)
-	fmt.Fprintln(w, st.Message())
+	fmt.Fprintln(w, message)
 	return code
 }
 

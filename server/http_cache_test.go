@@ -9,6 +9,8 @@ import (
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sealcache/sealcache/encryption/kms"
 )
 
 func TestHTTPCacheProtocol(t *testing.T) {
@@ -117,4 +119,29 @@ func TestHTTPGetSendsContentLength(t *testing.T) {
 			t.Fatalf("%s: Content-Length %q (%d); want %d", method, resp.Header.Get("Content-Length"), resp.ContentLength, len(blob))
 		}
 	}
+}
+
+// A PUT whose body does not hash to its path is refused with both hashes,
+// so the client can tell a wrong path from a damaged body; with CMEK on
+// too, where the check runs while the body is sealed.
+func TestHTTPPutWithTheWrongHashNamesExpectedAndActual(t *testing.T) {
+	env := startServer(t)
+	body := []byte("the body that was sent")
+	wrong := sha([]byte("the body the path names")).Hash
+	check := func(state string) {
+		t.Helper()
+		code, msg := env.httpDo("PUT", "/cas/"+wrong, env.adminKey, body)
+		want := "expected " + wrong + ", received 22 bytes hashing to " + sha(body).Hash
+		if code != http.StatusBadRequest || !strings.Contains(string(msg), want) {
+			t.Errorf("%s: PUT with the wrong hash: %d %q; want 400 saying %q", state, code, msg, want)
+		}
+	}
+	check("CMEK off")
+	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "customer-put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := setCMEK(t, env, env.adminKey, true, "local-kms://customer-put"); err != nil {
+		t.Fatal(err)
+	}
+	check("CMEK on")
 }

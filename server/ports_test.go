@@ -140,4 +140,3 @@ func TestGRPCPercentEncode(t *testing.T) {
 		t.Errorf("grpcPercentEncode = %q", got)
 	}
 }
-

@@ -228,6 +228,9 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 
+	grpcLis = newLimitListener(grpcLis, "grpc", s.cfg.MaxConnectionsPerPort, s.log)
+	httpLis = newLimitListener(httpLis, "http", s.cfg.MaxConnectionsPerPort, s.log)
+
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	s.uploads = newUploadTable(runCtx, s.storage.blobs)
@@ -241,6 +244,9 @@ func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listen
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		TLSConfig:         tlsConfig,
+		// A keep-alive connection waiting for its next request holds a
+		// slot of --max_connections_per_port: give it back after a while.
+		IdleTimeout: 5 * time.Minute,
 	}
 	// h2c lets gRPC clients of the admin API talk plaintext HTTP/2 here.
 	httpServer.Protocols = new(http.Protocols)
@@ -291,6 +297,7 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxGRPCMessage),
 		grpc.MaxSendMsgSize(maxGRPCMessage),
+		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 	}
@@ -299,10 +306,13 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 	}
 	g := grpc.NewServer(opts...)
 	blobs := s.storage.blobs
-	repb.RegisterCapabilitiesServer(g, &capabilitiesServer{})
+	repb.RegisterCapabilitiesServer(g, &capabilitiesServer{maxBlobSize: s.cfg.BlobSizeLimit()})
 	repb.RegisterContentAddressableStorageServer(g, newCASServer(blobs, s.cfg.MaxBlobSize, s.metrics))
 	repb.RegisterActionCacheServer(g, newACServer(blobs))
-	bspb.RegisterByteStreamServer(g, newByteStreamServer(blobs, s.uploads, s.cfg.MaxBlobSize, s.metrics))
+	bspb.RegisterByteStreamServer(g, &byteStreamServer{
+		blobs: blobs, uploads: s.uploads, maxBlobSize: s.cfg.MaxBlobSize,
+		idleTimeout: s.cfg.UploadIdleTimeout, metrics: s.metrics, log: s.log,
+	})
 	s.registerAssetServices(g)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -319,6 +329,7 @@ func (s *Server) httpHandler(grpcAddr net.Addr, tls bool) http.Handler {
 		log:          s.log,
 		maxBlobSize:  s.cfg.MaxBlobSize,
 		acStrict:     s.cfg.HTTPACStrict,
+		idleTimeout:  s.cfg.UploadIdleTimeout,
 		refusals:     s.refusals,
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))

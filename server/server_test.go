@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	bspb "google.golang.org/genproto/googleapis/bytestream"
@@ -192,13 +193,18 @@ func readBlob(ctx context.Context, bs bspb.ByteStreamClient, name string, offset
 
 // syncBuffer collects the server's log for assertions.
 type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{} // closed and replaced on every Write
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.written != nil {
+		close(b.written)
+		b.written = nil
+	}
 	return b.buf.Write(p)
 }
 
@@ -206,6 +212,37 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// waitForLine blocks until one line of the log contains every one of
+// want, and returns it. It wakes on each write; the timeout is a bound
+// against a hung test, not a synchronisation.
+func (b *syncBuffer) waitForLine(t testing.TB, want ...string) string {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		b.mu.Lock()
+		text := b.buf.String()
+		if b.written == nil {
+			b.written = make(chan struct{})
+		}
+		written := b.written
+		b.mu.Unlock()
+	lines:
+		for _, line := range strings.Split(text, "\n") {
+			for _, w := range want {
+				if !strings.Contains(line, w) {
+					continue lines
+				}
+			}
+			return line
+		}
+		select {
+		case <-written:
+		case <-timeout:
+			t.Fatalf("the server logged no line with all of %q within a minute; its log:\n%s", want, text)
+		}
+	}
 }
 
 func (e *testEnv) defaultOrg() string { return e.s.defaultOrgID }

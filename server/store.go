@@ -131,6 +131,7 @@ func (s *Server) openKeyProvider() (*encryption.KeyProvider, *kms.Opener, error)
 		Records: s.orgs,
 		OpenKMS: opener.Open,
 		Auditor: s.orgs,
+		Logger:  s.log,
 		TTL:     s.cfg.KeyCacheTTL,
 		Now:     s.cfg.Clock,
 	})

@@ -12,7 +12,8 @@
 // EOF first); from that check until the Put returns it holds the org's
 // gate open, so a Fence waits for publishes in progress, never for whole
 // uploads. A Put that started before a Fence fails with ErrFenced and
-// publishes nothing.
+// publishes nothing; it fails at its next read, so the store drops what it
+// wrote of it without waiting for the rest.
 package fence
 
 import (
@@ -85,8 +86,8 @@ func (f *Fencer) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) 
 	return err
 }
 
-// fencedReader passes r through and, at r's EOF, checks the epoch and
-// holds the gate until release.
+// fencedReader passes r through until the org is fenced; at r's EOF it
+// checks the epoch once more and holds the gate until release.
 type fencedReader struct {
 	r      io.Reader
 	gate   *gate
@@ -102,8 +103,14 @@ func (r *fencedReader) Read(p []byte) (int, error) {
 	if r.held {
 		return 0, io.EOF
 	}
+	if r.fencedMidway() {
+		return 0, ErrFenced
+	}
 	n, err := r.r.Read(p)
 	if err != io.EOF {
+		if r.fencedMidway() {
+			return 0, ErrFenced // drop n, read while the fence came
+		}
 		return n, err
 	}
 	r.gate.publishing.RLock()
@@ -114,6 +121,15 @@ func (r *fencedReader) Read(p []byte) (int, error) {
 	}
 	r.held = true
 	return n, io.EOF
+}
+
+// fencedMidway reports whether the org was fenced since the upload began.
+// Checking before and after each read stops a fenced upload at once, so
+// that the store drops what it wrote of it instead of adding to it until
+// the client finishes.
+func (r *fencedReader) fencedMidway() bool {
+	r.fenced = r.gate.epoch.Load() != r.epoch
+	return r.fenced
 }
 
 func (r *fencedReader) release() {

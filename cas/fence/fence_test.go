@@ -135,3 +135,71 @@ func TestFencesAreCountedPerOrg(t *testing.T) {
 		t.Fatalf("fencing acme failed an upload of another org: %v", err)
 	}
 }
+
+// pausedReader yields first, then waits for resume before it yields rest.
+type pausedReader struct {
+	first, rest []byte
+	paused      chan struct{} // closed when first is all read
+	resume      chan struct{}
+	restRead    bool
+}
+
+func (r *pausedReader) Read(p []byte) (int, error) {
+	if len(r.first) > 0 {
+		n := copy(p, r.first)
+		r.first = r.first[n:]
+		return n, nil
+	}
+	if !r.restRead {
+		close(r.paused)
+		<-r.resume
+		r.restRead = true
+	}
+	if len(r.rest) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.rest)
+	r.rest = r.rest[n:]
+	return n, nil
+}
+
+// An upload fenced halfway fails at its next read: the store stops
+// writing it then, not when the client has sent the rest.
+func TestUploadFencedHalfwayStopsAtItsNextRead(t *testing.T) {
+	ctx := context.Background()
+	store := &countingStore{BlobStore: memory.New()}
+	f := New(store)
+	data := bytes.Repeat([]byte("plaintext "), 1000)
+	r := &pausedReader{first: data[:5000], rest: data[5000:], paused: make(chan struct{}), resume: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- f.Put(ctx, key("acme", data), int64(len(data)), r) }()
+	<-r.paused
+	f.Fence(ctx, "acme", func(context.Context) error { return nil })
+	close(r.resume)
+	if err := <-done; !errors.Is(err, ErrFenced) {
+		t.Fatalf("Put fenced halfway = %v; want ErrFenced", err)
+	}
+	if store.read > 5000 {
+		t.Errorf("the store read %d bytes of the fenced upload; want it stopped at the 5000 before the fence", store.read)
+	}
+}
+
+// countingStore counts the bytes its Puts read before they fail.
+type countingStore struct {
+	cas.BlobStore
+	read int
+}
+
+func (c *countingStore) Put(ctx context.Context, k cas.Key, size int64, r io.Reader) error {
+	buf := make([]byte, 1000)
+	for {
+		n, err := r.Read(buf)
+		c.read += n
+		if err == io.EOF {
+			return c.BlobStore.Put(ctx, k, size, bytes.NewReader(nil))
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -103,17 +102,6 @@ func (sh *Shared) BucketBytes(t testing.TB, sub string) int64 {
 		n += o.Size
 	}
 	return n
-}
-
-// Kill ends the server with SIGKILL, as a crash or an OOM kill would: no
-// graceful shutdown, nothing flushed. Stop does nothing afterwards.
-func (s *Server) Kill() {
-	s.t.Helper()
-	s.stopOnce.Do(func() {
-		_ = s.cmd.Process.Signal(syscall.SIGKILL)
-		<-s.exited
-		s.waitErr = s.cmd.Wait()
-	})
 }
 
 // Client is a REAPI client of the server with an org's API key.

@@ -188,19 +188,33 @@ func CreateLocalKey(dir, name string) error {
 // EnsureLocalKey creates key dir/name unless it exists, for the operator's
 // default key on first start. created reports whether a new key was made.
 // A disabled key is not replaced: that returns a KindDisabled *Error.
+//
+// It looks for the key before it writes anything: on every start after the
+// first the key is there, and a start on a full disk (or a read-only key
+// directory) must not fail for want of room for a key it does not need.
 func EnsureLocalKey(dir, name string) (created bool, err error) {
+	if err := checkLocalKey(dir, name); !isNotFound(err) {
+		return false, err
+	}
 	if err := CreateLocalKey(dir, name); err != nil {
 		if !errors.Is(err, fs.ErrExist) {
 			return false, err
 		}
-		key, rerr := readLocalKey(dir, name) // exists: check it is usable
-		if rerr != nil {
-			return false, rerr
-		}
-		clear(key)
-		return false, nil
+		return false, checkLocalKey(dir, name) // another process created it meanwhile
 	}
 	return true, nil
+}
+
+// checkLocalKey reads key dir/name to check it is usable.
+func checkLocalKey(dir, name string) error {
+	key, err := readLocalKey(dir, name)
+	clear(key)
+	return err
+}
+
+func isNotFound(err error) bool {
+	var kerr *Error
+	return errors.As(err, &kerr) && kerr.Kind == KindNotFound
 }
 
 // DisableLocalKey renames dir/name to dir/name.disabled: wraps and unwraps

@@ -79,6 +79,10 @@ func (a *API) encryptionError(ctx context.Context, err error, customerKeyURI str
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return contextError(err)
 	}
+	var operatorsOwn *encryption.OperatorKeyError
+	if errors.As(err, &operatorsOwn) {
+		return fieldError(connect.CodeInvalidArgument, "customer_key_uri", err.Error())
+	}
 	var kerr *kms.Error
 	if !errors.As(err, &kerr) {
 		var unavailable *encryption.KeyUnavailableError
