@@ -204,7 +204,8 @@ func TestUploadsInFlightAreFenced(t *testing.T) {
 	go func() { done <- f.fenced.Put(context.Background(), k, int64(len(data)), pr) }()
 	pw.Write(data[:500])
 	f.deliver(orgs.Change{Kind: orgs.KeyRecordsChanged, OrgID: "plainorg", KeyID: "k9"})
-	pw.Write(data[500:])
+	// The fence stops the upload at its next read; the client's rest is
+	// never read.
 	pw.Close()
 	if err := <-done; !errors.Is(err, fence.ErrFenced) {
 		t.Fatalf("an upload that spanned the change = %v; want fence.ErrFenced", err)
