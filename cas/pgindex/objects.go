@@ -1,8 +1,11 @@
 package pgindex
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -103,20 +106,26 @@ func (ix *Index) Present(ctx context.Context, keys []cas.Key) ([]bool, error) {
 	if len(keys) == 0 {
 		return present, nil
 	}
-	// Each distinct key once: an UPDATE ... FROM joins a row to one of
-	// several equal keys only.
-	var cols keyCols
-	first := make(map[cas.Key]int, len(keys))
-	var distinct []cas.Key
+	// Each distinct key once (an UPDATE ... FROM joins a row to one of
+	// several equal keys only), in primary key order, so that statements
+	// writing overlapping rows lock them in the same order and rarely
+	// deadlock (a deadlock is retried).
+	distinct := make([]cas.Key, 0, len(keys))
+	seen := make(map[cas.Key]bool, len(keys))
 	for _, k := range keys {
-		if _, ok := first[k]; ok {
-			continue
+		if !seen[k] {
+			seen[k] = true
+			distinct = append(distinct, k)
 		}
+	}
+	slices.SortFunc(distinct, compareKeys)
+	var cols keyCols
+	first := make(map[cas.Key]int, len(distinct))
+	for i, k := range distinct {
 		if err := cols.add(k); err != nil {
 			return nil, err
 		}
-		first[k] = len(distinct)
-		distinct = append(distinct, k)
+		first[k] = i
 	}
 	found := make([]bool, len(distinct))
 	var queue []cas.Key
@@ -290,4 +299,17 @@ func (ix *Index) JobDue(ctx context.Context, name string, every time.Duration) (
 		return false, failed("scheduling "+name, err)
 	}
 	return len(n) == 1, nil
+}
+
+// compareKeys orders keys as the primary key does (the hash compares as
+// lowercase hex compares as bytes).
+func compareKeys(a, b cas.Key) int {
+	return cmp.Or(
+		strings.Compare(string(a.Partition), string(b.Partition)),
+		cmp.Compare(a.Kind, b.Kind),
+		strings.Compare(a.Instance, b.Instance),
+		cmp.Compare(a.Digest.Function, b.Digest.Function),
+		strings.Compare(a.Digest.Hash, b.Digest.Hash),
+		cmp.Compare(a.Digest.Size, b.Digest.Size),
+	)
 }
