@@ -195,6 +195,10 @@ func (e *errorRecorder) Write(p []byte) (int, error) {
 	return e.ResponseWriter.Write(p)
 }
 
+// Unwrap lets http.ResponseController reach the connection through the
+// recorder: the idle-upload timeout sets read deadlines with it.
+func (e *errorRecorder) Unwrap() http.ResponseWriter { return e.ResponseWriter }
+
 func (e *errorRecorder) message() string {
 	b := e.body
 	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
