@@ -1,0 +1,265 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sealcache/sealcache/cas"
+)
+
+// Eviction is sampled LRU: there is no list of objects in memory. A round
+// seeks to a few random positions in the object records (partitions picked
+// in proportion to how many objects they hold; inside a partition, records
+// are in hash order, which is random), reads a few records at each, and
+// evicts the least recently used of that sample. With 32 samples a round,
+// what is evicted is almost always among the oldest few percent.
+const (
+	sampleSeeks    = 4 // random positions per round
+	samplesPerSeek = 8 // records read at each position
+	evictPerRound  = 4 // oldest of the sample evicted per round, at most
+	// fruitlessRounds without an eviction end an eviction: everything
+	// sampled was in use or changed meanwhile.
+	fruitlessRounds = 8
+	// diskFullSlack is evicted beyond what a write that met a full disk
+	// needed, so the next writes do not meet it at once (at most 1/16 of
+	// the budget).
+	diskFullSlack = 64 << 20
+)
+
+// candidate is one sampled object.
+type candidate struct {
+	partition cas.Partition
+	mkey      []byte
+	meta      meta
+	lastUse   int64 // Unix nanoseconds, including a use noted but not written yet
+}
+
+// evictUntil evicts objects, least recently used first, until done(freed)
+// holds, nothing is left to evict, or ctx ends. It returns the bytes freed.
+// One eviction runs at a time: Puts that need room at once queue here
+// instead of each evicting for itself.
+func (s *Store) evictUntil(ctx context.Context, done func(freed int64) bool) (freed int64) {
+	s.evictMu.Lock()
+	defer s.evictMu.Unlock()
+	fruitless := 0
+	for !done(freed) && ctx.Err() == nil && fruitless < fruitlessRounds {
+		sample, err := s.sample()
+		if err != nil {
+			s.log.Warn("disk store: sampling objects to evict failed", "error", err.Error())
+			return freed
+		}
+		if len(sample) == 0 {
+			return freed
+		}
+		slices.SortFunc(sample, func(a, b candidate) int { return int(min(max(a.lastUse-b.lastUse, -1), 1)) })
+		fruitless++
+		for i, c := range sample[:min(len(sample), evictPerRound)] {
+			if i > 0 && done(freed) {
+				break
+			}
+			if n, ok := s.evictOne(c); ok {
+				freed += n
+				fruitless = 0
+			}
+		}
+	}
+	return freed
+}
+
+// sample reads up to sampleSeeks*samplesPerSeek object records from random
+// positions. Call with evictMu held (it owns rng).
+func (s *Store) sample() ([]candidate, error) {
+	type weight struct {
+		partition cas.Partition
+		upTo      int64 // objects in this and the partitions before it
+	}
+	s.usageMu.Lock()
+	weights := make([]weight, 0, len(s.usage.byPartition))
+	var total int64
+	for p, c := range s.usage.byPartition {
+		if c.objects > 0 {
+			total += c.objects
+			weights = append(weights, weight{p, total})
+		}
+	}
+	s.usageMu.Unlock()
+	if total == 0 {
+		return nil, nil
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []candidate
+	seen := map[string]bool{}
+	for range sampleSeeks {
+		pick := s.rng.Int64N(total)
+		i, _ := slices.BinarySearchFunc(weights, pick, func(w weight, v int64) int {
+			if w.upTo <= v {
+				return -1
+			}
+			return 1
+		})
+		p := weights[i].partition
+		lower, upper := exactPartitionRange(recordMeta, p)
+		it.SetBounds(lower, upper)
+		start := append(bytes.Clone(lower), byte(s.rng.Uint32()), byte(s.rng.Uint32()), byte(s.rng.Uint32()))
+		valid := it.SeekGE(start)
+		for range samplesPerSeek {
+			if !valid {
+				if valid = it.First(); !valid {
+					break // the partition emptied since the weights were taken
+				}
+			}
+			if seen[string(it.Key())] {
+				break // wrapped around a small partition
+			}
+			mkey := bytes.Clone(it.Key())
+			seen[string(mkey)] = true
+			v, err := it.ValueAndErr()
+			if err != nil {
+				return nil, err
+			}
+			m, err := decodeMeta(v)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, candidate{partition: p, mkey: mkey, meta: m, lastUse: max(m.accessed, s.touches.lastUse(mkey))})
+			valid = it.Next()
+		}
+	}
+	return out, it.Error()
+}
+
+// evictOne evicts a sampled object unless it changed or was used since it
+// was sampled. It returns the bytes freed.
+func (s *Store) evictOne(c candidate) (int64, bool) {
+	unlock := s.lockObject(c.mkey)
+	cur, found, err := s.readMeta(c.mkey)
+	if err != nil || !found || cur != c.meta || s.touches.lastUse(c.mkey) > c.lastUse {
+		unlock()
+		return 0, false
+	}
+	err = s.deleteLocked(c.partition, c.mkey, cur)
+	unlock()
+	if err != nil {
+		s.log.Warn("disk store: evicting an object failed", "partition", string(c.partition), "error", err.Error())
+		return 0, false
+	}
+	if cur.inFile {
+		s.removeObjectFile(c.partition, cur.file)
+	}
+	s.evictions.Add(1)
+	return cur.size, true
+}
+
+// overBudget reports whether stored and reserved bytes exceed the budget.
+func (s *Store) overBudget() bool {
+	s.usageMu.Lock()
+	defer s.usageMu.Unlock()
+	return s.usage.total.bytes+s.usage.reserved > s.maxSize
+}
+
+// evictToBudget evicts until the store fits its budget again: after Open
+// with a smaller budget than the store holds (configured lower, or clamped
+// on a fuller disk).
+func (s *Store) evictToBudget() {
+	if !s.overBudget() {
+		return
+	}
+	freed := s.evictUntil(context.Background(), func(int64) bool { return !s.overBudget() })
+	s.log.Info("disk store: evicted down to the budget", "freed_bytes", freed, "max_bytes", s.Stats().MaxBytes)
+}
+
+// makeDiskRoom evicts at least need bytes (and some slack) after a write met
+// a full disk. Large objects' files free their space at once; inline bytes
+// are freed when Pebble compacts, which this starts if files were not
+// enough.
+func (s *Store) makeDiskRoom(ctx context.Context, need int64) int64 {
+	target := need + min(diskFullSlack, s.maxSize/16)
+	freed := s.evictUntil(ctx, func(freed int64) bool { return freed >= target })
+	s.log.Warn("disk store: the disk is full; evicted objects to make room", "needed_bytes", need, "freed_bytes", freed)
+	if space, err := s.opts.diskUse(s.dir); err == nil && space.available < need {
+		lower, upper := []byte{recordValue}, []byte{recordValue + 1}
+		if err := s.db.Compact(ctx, lower, upper, false); err != nil {
+			s.log.Warn("disk store: compacting to free disk space failed", "error", err.Error())
+		}
+	}
+	return freed
+}
+
+// relieveFullDisk runs in the maintenance loop: after the ballast had to go,
+// evict until there is room to make it again.
+func (s *Store) relieveFullDisk() {
+	if s.ballast.size == 0 || s.ballast.bytesHeld() > 0 {
+		return
+	}
+	space, err := s.opts.diskUse(s.dir)
+	if err != nil {
+		return
+	}
+	want := s.ballast.size + memTablesInMargin*s.opts.MemTableSize
+	if space.available >= want {
+		return
+	}
+	s.makeDiskRoom(context.Background(), want-space.available)
+}
+
+// restoreBallast makes the ballast again once there is room for it.
+func (s *Store) restoreBallast() {
+	space, err := s.opts.diskUse(s.dir)
+	if err != nil {
+		return
+	}
+	made, err := s.ballast.restore(space.available, memTablesInMargin*s.opts.MemTableSize)
+	if err != nil {
+		s.log.Warn("disk store: making the ballast file failed; a full disk may stop the store", "error", err.Error())
+	}
+	if made && s.ballast.size > 0 {
+		s.log.Info("disk store: ballast in place", "bytes", s.ballast.size)
+	}
+}
+
+// removeOrphanFiles runs after an unclean shutdown. A crash can leave a
+// large object's file without a record naming it (between the rename and
+// the record, or between deleting the record and the file); its 'f' record
+// tells where. Each check holds the object's lock, so a Put finishing at the
+// same moment is never mistaken for an orphan.
+func (s *Store) removeOrphanFiles() {
+	if err := s.enter(); err != nil {
+		return
+	}
+	defer s.lifeMu.RUnlock()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{recordFile}, UpperBound: []byte{recordFile + 1}})
+	if err != nil {
+		s.log.Warn("disk store: looking for orphan files failed", "error", err.Error())
+		return
+	}
+	defer it.Close()
+	removed := 0
+	for it.First(); it.Valid(); it.Next() {
+		p, rest, err := splitKey(it.Key())
+		if err != nil || len(rest) != fileIDLen {
+			continue
+		}
+		var id fileID
+		copy(id[:], rest)
+		fkey := bytes.Clone(it.Key())
+		mkey := bytes.Clone(it.Value())
+		unlock := s.lockObject(mkey)
+		m, found, err := s.readMeta(mkey)
+		if err == nil && !(found && m.inFile && m.file == id) {
+			s.removeObjectFile(p, id)
+			s.db.Delete(fkey, pebble.NoSync)
+			removed++
+		}
+		unlock()
+	}
+	if removed > 0 {
+		s.log.Info("disk store: removed files left by an unclean shutdown", "files", removed)
+	}
+}

@@ -1,0 +1,233 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/sealcache/sealcache/cas"
+)
+
+// getAttempts bounds how often Get follows an object that is replaced while
+// it is being opened (its record names bytes that a newer Put has removed).
+const getAttempts = 4
+
+func notFound(k cas.Key) error { return fmt.Errorf("%s: %w", k, cas.ErrNotFound) }
+
+// Get opens the object at offset and returns its whole size. Inline objects
+// are copied out of Pebble, so the reader holds no database resources; large
+// objects are returned as their open *os.File, which stays readable even if
+// the object is evicted meanwhile. A file whose size differs from its record
+// (torn by a machine crash) is a miss, and its record is deleted.
+func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
+	mkey, err := objectKey(recordMeta, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	if offset < 0 {
+		return nil, 0, fmt.Errorf("reading %s: negative offset %d", key, offset)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	if err := s.enter(); err != nil {
+		return nil, 0, err
+	}
+	defer s.lifeMu.RUnlock()
+	for range getAttempts {
+		m, found, err := s.readMeta(mkey)
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+		}
+		if !found {
+			return nil, 0, notFound(key)
+		}
+		s.noteUse(mkey, m)
+		var rc io.ReadCloser
+		var size int64
+		if m.inFile {
+			rc, size, err = s.openFile(key, mkey, m)
+		} else {
+			rc, size, err = s.readInline(key, mkey, m)
+		}
+		if errors.Is(err, errReplaced) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if offset > size {
+			rc.Close()
+			return nil, 0, fmt.Errorf("reading %s: offset %d is beyond the end of the object (%d bytes)", key, offset, size)
+		}
+		if err := skip(rc, offset); err != nil {
+			rc.Close()
+			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+		}
+		return rc, size, nil
+	}
+	return nil, 0, fmt.Errorf("reading %s: the object was replaced %d times while being opened; retry", key, getAttempts)
+}
+
+// errReplaced says the record read a moment ago no longer names the bytes
+// found: a concurrent Put or delete won, and the lookup starts again.
+var errReplaced = errors.New("object replaced while opening it")
+
+// readInline copies an inline object's bytes out of Pebble.
+func (s *Store) readInline(key cas.Key, mkey []byte, m meta) (io.ReadCloser, int64, error) {
+	v, closer, err := s.db.Get(withRecordType(mkey, recordValue))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, 0, s.checkBroken(key, mkey, m, "its inline bytes are missing")
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	data := bytes.Clone(v)
+	closer.Close()
+	// The bytes may come from a newer Put than the record did: the value is
+	// whole by itself (one batch), so its own length is the size.
+	return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+}
+
+// openFile opens a large object's file and checks it against the record.
+func (s *Store) openFile(key cas.Key, mkey []byte, m meta) (io.ReadCloser, int64, error) {
+	f, err := os.Open(s.objectFilePath(key.Partition, m.file))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, s.checkBroken(key, mkey, m, "its file is missing")
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	if info.Size() != m.size {
+		f.Close()
+		return nil, 0, s.checkBroken(key, mkey, m, fmt.Sprintf("its file has %d bytes, not the %d recorded", info.Size(), m.size))
+	}
+	return f, m.size, nil
+}
+
+// skip moves a fresh reader offset bytes forward.
+func skip(rc io.ReadCloser, offset int64) error {
+	if offset == 0 {
+		return nil
+	}
+	if seeker, ok := rc.(io.Seeker); ok {
+		_, err := seeker.Seek(offset, io.SeekStart)
+		return err
+	}
+	_, err := io.CopyN(io.Discard, rc, offset)
+	return err
+}
+
+// checkBroken decides what a record whose bytes do not match means. If the
+// record changed meanwhile, a concurrent write explains it (errReplaced).
+// If not, the object is broken: a machine crash tore it, or someone removed
+// or truncated its file. Its record is deleted and the read is a miss, so
+// the client uploads it again.
+func (s *Store) checkBroken(key cas.Key, mkey []byte, seen meta, why string) error {
+	unlock := s.lockObject(mkey)
+	cur, found, err := s.readMeta(mkey)
+	if err != nil {
+		unlock()
+		return fmt.Errorf("reading %s: %w", key, err)
+	}
+	if !found || cur != seen {
+		unlock()
+		return errReplaced
+	}
+	err = s.deleteLocked(key.Partition, mkey, cur)
+	unlock()
+	if err != nil {
+		return fmt.Errorf("reading %s: removing its broken record: %w", key, err)
+	}
+	if cur.inFile {
+		s.removeObjectFile(key.Partition, cur.file)
+	}
+	s.log.Warn("disk store: dropped a broken object; clients will upload it again",
+		"partition", string(key.Partition), "size", cur.size, "reason", why)
+	return notFound(key)
+}
+
+// findMissingParallelMin is the number of keys from which FindMissing
+// splits its lookups across the CPUs.
+const findMissingParallelMin = 2048
+
+// FindMissing returns the keys that are not stored, in input order. Every
+// hit counts as a use. It reads only the small records, in parallel for
+// long lists, and takes no lock.
+func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
+	// Encode every key into one buffer: one allocation for the whole list.
+	buf := make([]byte, 0, len(keys)*64)
+	ends := make([]int, len(keys))
+	for i, k := range keys {
+		var err error
+		if buf, err = appendObjectKey(buf, recordMeta, k); err != nil {
+			return nil, err
+		}
+		ends[i] = len(buf)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.lifeMu.RUnlock()
+	keyAt := func(i int) []byte {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		return buf[start:ends[i]:ends[i]]
+	}
+	found := make([]bool, len(keys))
+	lookup := func(from, to int) error {
+		for i := from; i < to; i++ {
+			m, ok, err := s.readMeta(keyAt(i))
+			if err != nil {
+				return fmt.Errorf("looking up %s: %w", keys[i], err)
+			}
+			if ok {
+				found[i] = true
+				s.noteUse(keyAt(i), m)
+			}
+		}
+		return nil
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(keys)/(findMissingParallelMin/2))
+	if workers <= 1 {
+		if err := lookup(0, len(keys)); err != nil {
+			return nil, err
+		}
+	} else {
+		var wg sync.WaitGroup
+		errs := make([]error, workers)
+		per := (len(keys) + workers - 1) / workers
+		for w := range workers {
+			wg.Go(func() { errs[w] = lookup(w*per, min((w+1)*per, len(keys))) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+	}
+	var missing []cas.Key
+	for i, k := range keys {
+		if !found[i] {
+			missing = append(missing, k)
+		}
+	}
+	return missing, nil
+}
