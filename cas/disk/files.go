@@ -13,13 +13,12 @@ import (
 
 // Names inside the store's directory.
 const (
-	lockName     = "LOCK"
-	pebbleName   = "pebble"   // the Pebble database: metadata and small objects
-	largeName    = "large"    // one file per large object
-	incomingName = "incoming" // uploads being received; emptied at Open
-	trashName    = "trash"    // directories being removed (deleted partitions)
-	ballastName  = "ballast"  // space held in reserve for a full disk
-	cleanName    = "CLEAN"    // present while the store is closed cleanly
+	lockName    = "LOCK"
+	pebbleName  = "pebble"  // the Pebble database: metadata and small objects
+	largeName   = "large"   // one file per large object
+	trashName   = "trash"   // directories being removed (deleted partitions)
+	ballastName = "ballast" // space held in reserve for a full disk
+	cleanName   = "CLEAN"   // present while the store is closed cleanly
 	// filesSegment separates a partition's directory from the files of its
 	// objects. '@' cannot occur in a partition segment, so the files of
 	// "org1" and the directory of "org1/kX" never meet.

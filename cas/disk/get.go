@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,21 +42,7 @@ func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadClos
 	}
 	defer s.lifeMu.RUnlock()
 	for range getAttempts {
-		m, found, err := s.readMeta(mkey)
-		if err != nil {
-			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
-		}
-		if !found {
-			return nil, 0, notFound(key)
-		}
-		s.noteUse(mkey, m)
-		var rc io.ReadCloser
-		var size int64
-		if m.inFile {
-			rc, size, err = s.openFile(key, mkey, m)
-		} else {
-			rc, size, err = s.readInline(key, mkey, m)
-		}
+		rc, size, err := s.openObject(key, mkey)
 		if errors.Is(err, errReplaced) {
 			continue
 		}
@@ -77,25 +62,41 @@ func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadClos
 	return nil, 0, fmt.Errorf("reading %s: the object was replaced %d times while being opened; retry", key, getAttempts)
 }
 
-// errReplaced says the record read a moment ago no longer names the bytes
-// found: a concurrent Put or delete won, and the lookup starts again.
-var errReplaced = errors.New("object replaced while opening it")
-
-// readInline copies an inline object's bytes out of Pebble.
-func (s *Store) readInline(key cas.Key, mkey []byte, m meta) (io.ReadCloser, int64, error) {
-	v, closer, err := s.db.Get(withRecordType(mkey, recordValue))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, 0, s.checkBroken(key, mkey, m, "its inline bytes are missing")
+// openObject opens the object's bytes. Most objects are small, so it looks for
+// inline bytes first: one lookup, and the record is only read for objects
+// in files.
+func (s *Store) openObject(key cas.Key, mkey []byte) (io.ReadCloser, int64, error) {
+	vkey := withRecordType(mkey, recordValue)
+	v, closer, err := s.db.Get(vkey)
+	if err == nil {
+		// The bytes are whole by themselves (written in one batch), so their
+		// own length is the object's size.
+		r := newInlineReader(v)
+		closer.Close()
+		s.touches.note(mkey, s.opts.now().UnixNano())
+		return r, int64(len(r.buf)), nil
 	}
+	if !errors.Is(err, pebble.ErrNotFound) {
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	m, found, err := s.readMeta(mkey)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
 	}
-	data := bytes.Clone(v)
-	closer.Close()
-	// The bytes may come from a newer Put than the record did: the value is
-	// whole by itself (one batch), so its own length is the size.
-	return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
+	if !found {
+		return nil, 0, notFound(key)
+	}
+	if !m.inFile {
+		// Written or replaced between the two lookups, or broken.
+		return nil, 0, s.checkBroken(key, mkey, m, "its inline bytes are missing")
+	}
+	s.noteUse(mkey, m)
+	return s.openFile(key, mkey, m)
 }
+
+// errReplaced says the record read a moment ago no longer names the bytes
+// found: a concurrent Put or delete won, and the lookup starts again.
+var errReplaced = errors.New("object replaced while opening it")
 
 // openFile opens a large object's file and checks it against the record.
 func (s *Store) openFile(key cas.Key, mkey []byte, m meta) (io.ReadCloser, int64, error) {
@@ -146,6 +147,13 @@ func (s *Store) checkBroken(key cas.Key, mkey []byte, seen meta, why string) err
 	if !found || cur != seen {
 		unlock()
 		return errReplaced
+	}
+	if !cur.inFile {
+		if _, closer, err := s.db.Get(withRecordType(mkey, recordValue)); err == nil {
+			closer.Close()
+			unlock()
+			return errReplaced // stored between the caller's two lookups
+		}
 	}
 	err = s.deleteLocked(key.Partition, mkey, cur)
 	unlock()

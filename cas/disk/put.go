@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -23,15 +24,17 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 const firstInlineBuf = 32 << 10
 
 // upload is an object being received: its bytes end up either in memory
-// (inline, at most InlineMaxSize) or in a temp file in incoming/.
+// (inline, at most InlineMaxSize) or in a file of their own.
 type upload struct {
 	s    *Store
 	key  cas.Key
-	hint int64 // the size the caller announced, or cas.SizeUnknown
+	mkey []byte // key's meta record key
+	hint int64  // the size the caller announced, or cas.SizeUnknown
 	res  reservation
 
 	data []byte   // bytes kept in memory while the object may still be inline
-	tmp  *os.File // the temp file once the object is known to be large
+	file *os.File // the object's file once it is known to be large
+	id   fileID   // names file
 	size int64    // bytes received
 	// diskFullRetried is set once a write met a full disk: the first time
 	// the store evicts and retries, the second time the Put fails.
@@ -40,8 +43,8 @@ type upload struct {
 
 // Put stores the bytes r yields until io.EOF under key. Objects up to
 // InlineMaxSize bytes are written inside Pebble with the record that names
-// them, in one batch; larger ones go to a temp file that is renamed into
-// place before their record is written. Either way nothing is visible before
+// them, in one batch; larger ones go to a new file, and the record naming it
+// is written once the file is whole. Either way nothing is visible before
 // the whole object is, and a failed Put leaves the old object, if any.
 func (s *Store) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) (err error) {
 	mkey, err := objectKey(recordMeta, key)
@@ -62,7 +65,7 @@ func (s *Store) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) (
 	}
 	defer s.lifeMu.RUnlock()
 
-	up := &upload{s: s, key: key, hint: size}
+	up := &upload{s: s, key: key, mkey: mkey, hint: size}
 	defer up.discard()
 	first := size
 	if size == cas.SizeUnknown {
@@ -74,7 +77,7 @@ func (s *Store) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) (
 	if err := up.receive(ctx, r); err != nil {
 		return err
 	}
-	if up.tmp == nil {
+	if up.file == nil {
 		return s.commitInline(key, mkey, up)
 	}
 	return s.commitFile(key, mkey, up)
@@ -113,7 +116,7 @@ func (up *upload) receive(ctx context.Context, r io.Reader) error {
 			return fmt.Errorf("storing %s: %w", up.key, err)
 		}
 		var p []byte
-		if up.tmp == nil {
+		if up.file == nil {
 			if len(up.data) == cap(up.data) {
 				if int64(len(up.data)) > inlineMax {
 					if err := up.spillToFile(ctx); err != nil {
@@ -152,8 +155,8 @@ func (up *upload) receive(ctx context.Context, r io.Reader) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("storing %s: %w", up.key, err)
 	}
-	if up.tmp != nil {
-		if err := up.tmp.Close(); err != nil {
+	if up.file != nil {
+		if err := up.file.Close(); err != nil {
 			return up.writeErr(err)
 		}
 	}
@@ -178,25 +181,40 @@ func (up *upload) accept(ctx context.Context, p []byte) error {
 			return fmt.Errorf("storing %s: %w", up.key, err)
 		}
 	}
-	if up.tmp == nil {
+	if up.file == nil {
 		up.data = up.data[:len(up.data)+len(p)]
 		return nil
 	}
 	return up.write(ctx, p)
 }
 
-// startFile creates the temp file that a large upload is written to.
+// startFile creates the large object's file under its final name. No
+// record names the file until commitFile, so no reader can see it before it
+// is whole; the 'f' record written first lets the next start after a crash
+// find and remove it if the Put never finishes.
 func (up *upload) startFile() error {
-	f, err := os.CreateTemp(up.s.incomingDir, "put-*")
+	s := up.s
+	up.id = newFileID()
+	if err := s.db.Set(fileKey(up.key.Partition, up.id), up.mkey, pebble.NoSync); err != nil {
+		return fmt.Errorf("storing %s: %w", up.key, err)
+	}
+	path := s.objectFilePath(up.key.Partition, up.id)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(path), 0o750); err == nil {
+			f, err = os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+		}
+	}
 	if err != nil {
+		s.db.Delete(fileKey(up.key.Partition, up.id), pebble.NoSync)
 		return up.writeErr(err)
 	}
-	up.tmp = f
+	up.file = f
 	return nil
 }
 
 // spillToFile moves what an upload of unknown size has buffered so far into
-// a temp file, once it has grown past InlineMaxSize.
+// a file, once it has grown past InlineMaxSize.
 func (up *upload) spillToFile(ctx context.Context) error {
 	if err := up.startFile(); err != nil {
 		return err
@@ -206,10 +224,10 @@ func (up *upload) spillToFile(ctx context.Context) error {
 	return up.write(ctx, data)
 }
 
-// write appends p to the temp file. On a full disk it evicts and tries once
+// write appends p to the object's file. On a full disk it evicts and tries once
 // more before failing with ErrFull.
 func (up *upload) write(ctx context.Context, p []byte) error {
-	n, err := up.tmp.Write(p)
+	n, err := up.file.Write(p)
 	if err != nil && isDiskFull(err) && !up.diskFullRetried {
 		up.diskFullRetried = true
 		still := int64(len(p) - n)
@@ -217,7 +235,7 @@ func (up *upload) write(ctx context.Context, p []byte) error {
 			still += up.hint - up.size
 		}
 		up.s.makeDiskRoom(ctx, still)
-		_, err = up.tmp.Write(p[n:])
+		_, err = up.file.Write(p[n:])
 	}
 	if err != nil {
 		return up.writeErr(err)
@@ -229,14 +247,15 @@ func (up *upload) writeErr(err error) error {
 	if isDiskFull(err) {
 		return fmt.Errorf("storing %s: %w: the disk is full even after evicting (%v); lower the store's size limit or free disk space", up.key, cas.ErrFull, err)
 	}
-	return fmt.Errorf("storing %s: writing to %s: %w", up.key, up.s.incomingDir, err)
+	return fmt.Errorf("storing %s: writing its file: %w", up.key, err)
 }
 
-// discard releases what a finished or failed upload still holds.
+// discard releases what a finished or failed upload still holds; the file
+// of an upload that did not commit is removed.
 func (up *upload) discard() {
-	if up.tmp != nil {
-		up.tmp.Close()
-		os.Remove(up.tmp.Name())
+	if up.file != nil {
+		up.file.Close()
+		up.s.removeObjectFile(up.key.Partition, up.id)
 	}
 	up.s.release(&up.res)
 }
@@ -272,35 +291,24 @@ func (s *Store) commitInline(key cas.Key, mkey []byte, up *upload) error {
 	return nil
 }
 
-// commitFile publishes a large object. The order makes every crash safe:
-//
-//  1. an 'f' record names the file before it exists under its final name,
-//     so a crash before step 3 leaves a file the next Open can find and
-//     remove (no directory walk);
-//  2. the temp file is renamed to its final name, whole;
-//  3. the object's record, which makes it visible, and the usage change are
-//     written in one batch.
+// commitFile publishes a large object whose file is whole and closed. The
+// order makes every crash safe: the 'f' record was written before the file
+// was created (startFile), and the object's record, which makes it visible,
+// is written with the usage change in one batch only now.
 func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
-	id := newFileID()
-	fkey := fileKey(key.Partition, id)
-	if err := s.db.Set(fkey, mkey, pebble.NoSync); err != nil {
-		return fmt.Errorf("storing %s: %w", key, err)
-	}
-	dst := s.objectFilePath(key.Partition, id)
 	unlock := s.lockObject(mkey)
-	err := s.placeFile(up.tmp.Name(), dst)
-	if err != nil {
+	// DeletePartition may have moved the partition's files away while the
+	// bytes arrived; it holds partitionMu exclusively, so this check holds
+	// until the batch is applied.
+	if _, err := os.Stat(s.objectFilePath(key.Partition, up.id)); err != nil {
 		unlock()
-		s.db.Delete(fkey, pebble.NoSync)
-		return fmt.Errorf("storing %s: moving the upload into place: %w", key, err)
+		return fmt.Errorf("storing %s: its partition was deleted during the upload (%v); upload it again", key, err)
 	}
-	up.tmp = nil // renamed: nothing left for discard to remove
 	old, had, err := s.readMeta(mkey)
 	if err == nil {
 		b := s.db.NewBatch()
-		m := meta{size: up.size, accessed: s.opts.now().UnixNano(), inFile: true, file: id}
+		m := meta{size: up.size, accessed: s.opts.now().UnixNano(), inFile: true, file: up.id}
 		b.Set(mkey, m.encode(), nil)
-		b.Set(fkey, mkey, nil) // again: DeletePartition may have removed the first one
 		if had && !old.inFile {
 			b.Delete(withRecordType(mkey, recordValue), nil)
 		}
@@ -311,30 +319,17 @@ func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 		b.Close()
 		if err == nil {
 			s.commitUsage(key.Partition, d, &up.res)
+			up.file = nil // published: discard must not remove it
 		}
 	}
 	unlock()
 	if err != nil {
-		s.removeObjectFile(key.Partition, id)
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
 	if had && old.inFile {
 		s.removeObjectFile(key.Partition, old.file)
 	}
 	return nil
-}
-
-// placeFile renames a finished upload to its final path, creating the
-// directories on the way.
-func (s *Store) placeFile(tmp, dst string) error {
-	err := os.Rename(tmp, dst)
-	if err == nil {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
 }
 
 // removeObjectFile removes a large object's file once no record points to

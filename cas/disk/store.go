@@ -29,7 +29,7 @@ const lockStripes = 256
 // large ones in files. It implements cas.Backend and is safe for concurrent
 // use.
 type Store struct {
-	dir, largeDir, incomingDir, trashDir string
+	dir, largeDir, trashDir string
 
 	opts     Options
 	log      *slog.Logger
@@ -89,17 +89,16 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		dir:         dir,
-		largeDir:    filepath.Join(dir, largeName),
-		incomingDir: filepath.Join(dir, incomingName),
-		trashDir:    filepath.Join(dir, trashName),
-		opts:        opts,
-		log:         opts.Logger,
-		lockFile:    lockFile,
-		maxSize:     opts.MaxSize,
-		roomFreed:   make(chan struct{}),
-		wake:        make(chan struct{}, 1),
-		closing:     make(chan struct{}),
+		dir:       dir,
+		largeDir:  filepath.Join(dir, largeName),
+		trashDir:  filepath.Join(dir, trashName),
+		opts:      opts,
+		log:       opts.Logger,
+		lockFile:  lockFile,
+		maxSize:   opts.MaxSize,
+		roomFreed: make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		closing:   make(chan struct{}),
 	}
 	seed := opts.seed
 	if seed == 0 {
@@ -130,10 +129,8 @@ func (s *Store) open() (cleanShutdown bool, err error) {
 	if err := s.removeOldLayout(); err != nil {
 		return false, err
 	}
-	for _, d := range []string{s.incomingDir, s.trashDir} {
-		if err := emptyDir(d); err != nil {
-			return false, fmt.Errorf("emptying %s: %w", d, err)
-		}
+	if err := emptyDir(s.trashDir); err != nil {
+		return false, fmt.Errorf("emptying %s: %w", s.trashDir, err)
 	}
 	if err := os.MkdirAll(s.largeDir, 0o750); err != nil {
 		return false, fmt.Errorf("creating %s: %w", s.largeDir, err)
