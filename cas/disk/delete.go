@@ -51,7 +51,7 @@ func (s *Store) deleteLocked(p cas.Partition, mkey []byte, m meta) error {
 	if err := mergeUsage(b, p, d); err != nil {
 		return err
 	}
-	if err := s.db.Apply(b, pebble.NoSync); err != nil {
+	if err := s.db.Apply(b, writeOpts); err != nil {
 		return err
 	}
 	s.applyUsage(p, d)
@@ -171,7 +171,7 @@ func (s *Store) unlinkPartition(partition cas.Partition) (freed, objects int64, 
 	}
 	s.usageMu.Unlock()
 
-	if err := s.db.Apply(b, pebble.NoSync); err != nil {
+	if err := s.db.Apply(b, writeOpts); err != nil {
 		return 0, 0, "", err
 	}
 	s.usageMu.Lock()

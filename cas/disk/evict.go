@@ -254,7 +254,7 @@ func (s *Store) removeOrphanFiles() {
 		m, found, err := s.readMeta(mkey)
 		if err == nil && !(found && m.inFile && m.file == id) {
 			s.removeObjectFile(p, id)
-			s.db.Delete(fkey, pebble.NoSync)
+			s.db.Delete(fkey, writeOpts)
 			removed++
 		}
 		unlock()

@@ -62,23 +62,9 @@ func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadClos
 	return nil, 0, fmt.Errorf("reading %s: the object was replaced %d times while being opened; retry", key, getAttempts)
 }
 
-// openObject opens the object's bytes. Most objects are small, so it looks for
-// inline bytes first: one lookup, and the record is only read for objects
-// in files.
+// openObject opens the object's bytes, as its record says: from Pebble for
+// an inline object, from its file otherwise.
 func (s *Store) openObject(key cas.Key, mkey []byte) (io.ReadCloser, int64, error) {
-	vkey := withRecordType(mkey, recordValue)
-	v, closer, err := s.db.Get(vkey)
-	if err == nil {
-		// The bytes are whole by themselves (written in one batch), so their
-		// own length is the object's size.
-		r := newInlineReader(v)
-		closer.Close()
-		s.touches.note(mkey, s.opts.now().UnixNano())
-		return r, int64(len(r.buf)), nil
-	}
-	if !errors.Is(err, pebble.ErrNotFound) {
-		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
-	}
 	m, found, err := s.readMeta(mkey)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
@@ -86,12 +72,24 @@ func (s *Store) openObject(key cas.Key, mkey []byte) (io.ReadCloser, int64, erro
 	if !found {
 		return nil, 0, notFound(key)
 	}
-	if !m.inFile {
-		// Written or replaced between the two lookups, or broken.
+	s.noteUse(mkey, m)
+	if m.inFile {
+		return s.openFile(key, mkey, m)
+	}
+	v, closer, err := s.db.Get(withRecordType(mkey, recordValue))
+	if errors.Is(err, pebble.ErrNotFound) {
+		// Replaced by a large object since the record was read, or broken.
 		return nil, 0, s.checkBroken(key, mkey, m, "its inline bytes are missing")
 	}
-	s.noteUse(mkey, m)
-	return s.openFile(key, mkey, m)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	// The bytes may be newer than the record read a moment ago. They are
+	// whole by themselves (written in one batch), so their own length is
+	// the object's size.
+	r := newInlineReader(v)
+	closer.Close()
+	return r, int64(len(r.buf)), nil
 }
 
 // errReplaced says the record read a moment ago no longer names the bytes

@@ -195,7 +195,7 @@ func (up *upload) accept(ctx context.Context, p []byte) error {
 func (up *upload) startFile() error {
 	s := up.s
 	up.id = newFileID()
-	if err := s.db.Set(fileKey(up.key.Partition, up.id), up.mkey, pebble.NoSync); err != nil {
+	if err := s.db.Set(fileKey(up.key.Partition, up.id), up.mkey, writeOpts); err != nil {
 		return fmt.Errorf("storing %s: %w", up.key, err)
 	}
 	path := s.objectFilePath(up.key.Partition, up.id)
@@ -206,7 +206,7 @@ func (up *upload) startFile() error {
 		}
 	}
 	if err != nil {
-		s.db.Delete(fileKey(up.key.Partition, up.id), pebble.NoSync)
+		s.db.Delete(fileKey(up.key.Partition, up.id), writeOpts)
 		return up.writeErr(err)
 	}
 	up.file = f
@@ -279,7 +279,7 @@ func (s *Store) commitInline(key cas.Key, mkey []byte, up *upload) error {
 		unlock()
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
-	if err := s.db.Apply(b, pebble.NoSync); err != nil {
+	if err := s.db.Apply(b, writeOpts); err != nil {
 		unlock()
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
@@ -314,7 +314,7 @@ func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 		}
 		d := usageChange(m, old, had)
 		if err = mergeUsage(b, key.Partition, d); err == nil {
-			err = s.db.Apply(b, pebble.NoSync)
+			err = s.db.Apply(b, writeOpts)
 		}
 		b.Close()
 		if err == nil {
@@ -342,7 +342,7 @@ func (s *Store) removeObjectFile(p cas.Partition, id fileID) {
 			"partition", string(p), "file", id.String(), "error", err.Error())
 		return
 	}
-	s.db.Delete(fileKey(p, id), pebble.NoSync)
+	s.db.Delete(fileKey(p, id), writeOpts)
 }
 
 // usageChange is what replacing old (if had) by m changes in a partition.

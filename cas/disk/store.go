@@ -15,7 +15,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
-	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/sealcache/sealcache/cas"
 )
@@ -194,8 +193,7 @@ func (s *Store) clampBudget() {
 // by many clients at once.
 func (s *Store) pebbleOptions() *pebble.Options {
 	o := &pebble.Options{
-		// A full disk makes Pebble release the ballast and retry once.
-		FS:                          removingArchiveFS{vfs.OnDiskFull(vfs.Default, s.onPebbleDiskFull)},
+		FS:                          newPebbleFS(s.onPebbleDiskFull),
 		CacheSize:                   s.opts.CacheSize,
 		MemTableSize:                uint64(s.opts.MemTableSize),
 		MemTableStopWritesThreshold: 4,
@@ -204,8 +202,7 @@ func (s *Store) pebbleOptions() *pebble.Options {
 		Merger:                      usageMerger,
 		FormatMajorVersion:          pebble.FormatNewest,
 		Logger:                      pebbleLogger{s.log},
-		// Obsolete files are removed, logs are not recycled (see
-		// removingArchiveFS).
+		// Obsolete files are removed, logs are not recycled (see pebbleFS).
 		Cleaner: pebble.ArchiveCleaner{},
 	}
 	for i := range o.Levels {
@@ -226,24 +223,6 @@ func (s *Store) pebbleOptions() *pebble.Options {
 	}
 	o.EnsureDefaults()
 	return o
-}
-
-// Pebble recycles obsolete write-ahead logs: a recycled log keeps the old
-// bytes, those of deleted partitions among them, until they are overwritten.
-// Recycling is off when the Cleaner needs file contents, as ArchiveCleaner
-// does; ArchiveCleaner then renames obsolete files into an "archive"
-// directory, and removingArchiveFS turns exactly that rename into a removal.
-// (Pebble's FileType is internal, so a Cleaner of our own could not be
-// written.)
-const pebbleArchiveDir = "archive"
-
-type removingArchiveFS struct{ vfs.FS }
-
-func (fs removingArchiveFS) Rename(oldname, newname string) error {
-	if fs.PathBase(fs.PathDir(newname)) == pebbleArchiveDir {
-		return fs.FS.Remove(oldname)
-	}
-	return fs.FS.Rename(oldname, newname)
 }
 
 // onPebbleDiskFull runs when Pebble meets ENOSPC; Pebble retries once after.

@@ -4,8 +4,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // Access times order eviction. A hit does not write anything: it notes the
@@ -130,5 +128,5 @@ func (s *Store) flushTouchShard(i int) error {
 	if b.Empty() {
 		return nil
 	}
-	return s.db.Apply(b, pebble.NoSync)
+	return s.db.Apply(b, writeOpts)
 }

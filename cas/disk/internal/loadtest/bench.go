@@ -48,7 +48,7 @@ func BenchMixed(b *testing.B, open func(testing.TB) cas.BlobStore) {
 
 // add sums figures of several runs; latencies keep the worst run's.
 func add(a, b Figures) Figures {
-	return Figures{Ops: a.Ops + b.Ops, Bytes: a.Bytes + b.Bytes, Elapsed: a.Elapsed + b.Elapsed,
+	return Figures{Ops: a.Ops + b.Ops, Bytes: a.Bytes + b.Bytes, Elapsed: a.Elapsed + b.Elapsed, CPU: a.CPU + b.CPU,
 		P50: max(a.P50, b.P50), P99: max(a.P99, b.P99)}
 }
 
@@ -56,6 +56,7 @@ func report(b *testing.B, phase string, f Figures) {
 	b.ReportMetric(f.OpsPerSec(), phase+"_ops/s")
 	b.ReportMetric(f.MBPerSec(), phase+"_MB/s")
 	b.ReportMetric(float64(f.P99.Microseconds())/1000, phase+"_p99_ms")
+	b.ReportMetric(float64(f.CPUPerOp().Nanoseconds())/1000, phase+"_cpu_us/op")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -162,4 +163,3 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 	r.left -= int64(n)
 	return n, nil
 }
-

@@ -67,16 +67,20 @@ type Figures struct {
 	Ops     int
 	Bytes   int64
 	Elapsed time.Duration
+	CPU     time.Duration // process CPU time (all goroutines, background work included)
 	P50     time.Duration
 	P99     time.Duration
 }
+
+// CPUPerOp is the process CPU time per operation.
+func (f Figures) CPUPerOp() time.Duration { return f.CPU / time.Duration(max(f.Ops, 1)) }
 
 func (f Figures) OpsPerSec() float64 { return float64(f.Ops) / f.Elapsed.Seconds() }
 func (f Figures) MBPerSec() float64  { return float64(f.Bytes) / 1e6 / f.Elapsed.Seconds() }
 
 func (f Figures) String() string {
-	return fmt.Sprintf("%d ops in %v: %.0f ops/s, %.1f MB/s, p50 %v, p99 %v",
-		f.Ops, f.Elapsed.Round(time.Millisecond), f.OpsPerSec(), f.MBPerSec(), f.P50, f.P99)
+	return fmt.Sprintf("%d ops in %v: %.0f ops/s, %.1f MB/s, %v CPU/op, p50 %v, p99 %v",
+		f.Ops, f.Elapsed.Round(time.Millisecond), f.OpsPerSec(), f.MBPerSec(), f.CPUPerOp(), f.P50, f.P99)
 }
 
 // run calls op(i) for i in [0, n) from clients goroutines and times each.
@@ -86,7 +90,7 @@ func run(clients, n int, op func(i int) (int64, error)) (Figures, error) {
 	errs := make([]error, clients)
 	var total atomic.Int64
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, startCPU := time.Now(), processCPU()
 	for c := range clients {
 		wg.Go(func() {
 			for {
@@ -106,7 +110,7 @@ func run(clients, n int, op func(i int) (int64, error)) (Figures, error) {
 		})
 	}
 	wg.Wait()
-	f := Figures{Ops: n, Bytes: total.Load(), Elapsed: time.Since(start)}
+	f := Figures{Ops: n, Bytes: total.Load(), Elapsed: time.Since(start), CPU: processCPU() - startCPU}
 	for _, err := range errs {
 		if err != nil {
 			return f, err
