@@ -16,8 +16,9 @@ type ballast struct {
 	path string
 	size int64
 
-	mu      sync.Mutex
-	present bool
+	mu       sync.Mutex
+	present  bool
+	released bool // removed for a full disk and not made again yet
 }
 
 func newBallast(path string, size int64) *ballast {
@@ -51,7 +52,16 @@ func (b *ballast) release() int64 {
 		return 0
 	}
 	b.present = false
+	b.released = true
 	return b.size
+}
+
+// wasReleased reports whether a full disk made the ballast go and it has
+// not been made again.
+func (b *ballast) wasReleased() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.released
 }
 
 // restore makes the ballast again if it is missing and the file system has
@@ -75,5 +85,6 @@ func (b *ballast) restore(available, keepFree int64) (bool, error) {
 		return false, err
 	}
 	b.present = true
+	b.released = false
 	return true, nil
 }

@@ -35,6 +35,7 @@ func (s *Store) growReservation(ctx context.Context, r *reservation, n int64, ma
 		if u.total.bytes+u.reserved+n <= s.maxSize {
 			u.reserved += n
 			r.bytes += n
+			u.notePeak()
 			s.usageMu.Unlock()
 			return nil
 		}
@@ -48,9 +49,14 @@ func (s *Store) growReservation(ctx context.Context, r *reservation, n int64, ma
 				defer s.usageMu.Unlock()
 				return s.usage.total.bytes+s.usage.reserved+n <= s.maxSize
 			}
-			if freed := s.evictUntil(ctx, fits); freed > 0 || fits(0) {
+			// Another Put may take the room just made before this one
+			// looks again: only running out of objects to evict is final.
+			if _, exhausted := s.evictUntil(ctx, fits); !exhausted && ctx.Err() == nil {
 				continue
 			}
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("making room in the disk store: %w", err)
 		}
 		if !mayWait || othersInFlight == 0 {
 			return fmt.Errorf("%w: the disk store's budget of %d bytes is taken by %d bytes of uploads in flight and %d stored bytes that cannot be evicted; retry later or raise the size limit",
@@ -83,9 +89,9 @@ func (s *Store) release(r *reservation) {
 // overshoots in between.
 func (s *Store) commitUsage(p cas.Partition, d counts, r *reservation) {
 	s.usageMu.Lock()
-	s.usage.apply(p, d)
 	s.usage.reserved -= r.bytes
 	r.bytes = 0
+	s.usage.apply(p, d)
 	s.signalRoomLocked()
 	s.usageMu.Unlock()
 }

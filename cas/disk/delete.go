@@ -1,11 +1,9 @@
 package disk
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -99,13 +97,15 @@ func (s *Store) WalkPartition(ctx context.Context, partition cas.Partition, fn f
 }
 
 // DeletePartition removes every object at or below partition and returns
-// the bytes freed. It is quick whatever the partition holds: the freed
-// bytes come from the usage counters, the records go with one range delete
-// per record type, and the files with one rename of the partition's
-// directory. It then removes the files and compacts the partition's key
-// ranges before returning, so the deleted bytes are gone from the disk, not
+// the bytes freed. The objects disappear at once, whatever the partition
+// holds: the freed bytes come from the usage counters and the records go
+// with one range delete per record type. Then the partition's files are
+// removed (found by their 'f' records) and its key ranges compacted before
+// DeletePartition returns, so the deleted bytes are gone from the disk, not
 // just unreachable: deleting an org, or its plain data when it turns on
-// encryption, leaves nothing behind to be evicted later.
+// encryption, leaves nothing behind to be evicted later. A Put into the
+// partition that was receiving its bytes meanwhile stores its object as
+// usual when it finishes.
 func (s *Store) DeletePartition(ctx context.Context, partition cas.Partition) (int64, error) {
 	if err := partition.Validate(); err != nil {
 		return 0, err
@@ -118,81 +118,97 @@ func (s *Store) DeletePartition(ctx context.Context, partition cas.Partition) (i
 	}
 	defer s.lifeMu.RUnlock()
 
-	freed, objects, trash, err := s.unlinkPartition(partition)
+	freed, objects, err := s.unlinkPartition(partition)
 	if err != nil {
 		return 0, fmt.Errorf("deleting partition %s: %w", partition, err)
 	}
-	if trash != "" {
-		if err := os.RemoveAll(trash); err != nil {
-			s.log.Warn("disk store: removing a deleted partition's files failed; they are removed at the next start",
-				"partition", string(partition), "error", err.Error())
-		}
+	lower, upper := partitionRange(recordFile, partition)
+	files, err := s.removeUnreferencedFiles(lower, upper)
+	if err != nil {
+		return freed, fmt.Errorf("deleting partition %s: the objects are gone but removing their files failed: %w; the next start after an unclean shutdown tries again", partition, err)
 	}
 	// Rewrite the tables holding the partition's records without them.
 	// Compact flushes the memtable first if it holds any of them.
-	for _, t := range []byte{recordMeta, recordValue} {
+	for _, t := range []byte{recordMeta, recordValue, recordFile} {
 		lower, upper := partitionRange(t, partition)
 		if err := s.db.Compact(ctx, lower, upper, false); err != nil {
 			return freed, fmt.Errorf("deleting partition %s: the objects are gone but compacting their old bytes away failed: %w", partition, err)
 		}
 	}
-	s.log.Info("disk store: deleted partition", "partition", string(partition), "objects", objects, "bytes", freed)
+	s.log.Info("disk store: deleted partition", "partition", string(partition), "objects", objects, "files", files, "bytes", freed)
 	return freed, nil
 }
 
 // unlinkPartition makes a partition's objects unreachable in one step,
-// excluding every write of one object meanwhile. It returns the usage freed
-// and the trash directory now holding the partition's files ("" if none).
-func (s *Store) unlinkPartition(partition cas.Partition) (freed, objects int64, trash string, err error) {
+// excluding every write of one object meanwhile, and returns the usage
+// freed. The 'f' records stay: they name the files to remove next.
+func (s *Store) unlinkPartition(partition cas.Partition) (freed, objects int64, err error) {
 	s.partitionMu.Lock()
 	defer s.partitionMu.Unlock()
 
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, t := range []byte{recordMeta, recordValue, recordFile, recordUsage} {
+	for _, t := range []byte{recordMeta, recordValue, recordUsage} {
 		lower, upper := partitionRange(t, partition)
 		if err := b.DeleteRange(lower, upper, nil); err != nil {
-			return 0, 0, "", err
+			return 0, 0, err
 		}
+	}
+	if err := s.db.Apply(b, writeOpts); err != nil {
+		return 0, 0, err
 	}
 	// Every write holds partitionMu shared, so the counters are exact here.
 	s.usageMu.Lock()
-	var changes []struct {
-		p cas.Partition
-		c counts
-	}
+	defer s.usageMu.Unlock()
+	var gone []cas.Partition
 	for p, c := range s.usage.byPartition {
 		if partition.Contains(p) {
-			changes = append(changes, struct {
-				p cas.Partition
-				c counts
-			}{p, c})
+			gone = append(gone, p)
+			freed += c.bytes
+			objects += c.objects
 		}
 	}
-	s.usageMu.Unlock()
-
-	if err := s.db.Apply(b, writeOpts); err != nil {
-		return 0, 0, "", err
-	}
-	s.usageMu.Lock()
-	for _, ch := range changes {
-		s.usage.apply(ch.p, counts{-ch.c.bytes, -ch.c.objects})
-		freed += ch.c.bytes
-		objects += ch.c.objects
+	for _, p := range gone {
+		c := s.usage.byPartition[p]
+		s.usage.apply(p, counts{-c.bytes, -c.objects})
 	}
 	s.signalRoomLocked()
-	s.usageMu.Unlock()
+	return freed, objects, nil
+}
 
-	trash, err = s.moveToTrash(s.partitionFilesDir(partition))
-	if errors.Is(err, fs.ErrNotExist) {
-		return freed, objects, "", nil
-	}
+// removeUnreferencedFiles removes the files whose 'f' records lie in
+// [lower, upper) and that no object record names, unless an upload is
+// still writing them. Each check holds the object's lock, so an upload
+// committing at that moment is never mistaken for an orphan. It returns
+// how many files it removed.
+func (s *Store) removeUnreferencedFiles(lower, upper []byte) (int, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		// The records are gone; the files are orphans that the next start
-		// after an unclean shutdown cannot find without their 'f' records,
-		// so say where they are.
-		return freed, objects, "", fmt.Errorf("the objects are deleted but moving their files (%s) aside failed: %w; remove that directory by hand",
-			s.partitionFilesDir(partition), err)
+		return 0, err
 	}
-	return freed, objects, trash, nil
+	defer it.Close()
+	removed := 0
+	for it.First(); it.Valid(); it.Next() {
+		p, rest, err := splitKey(it.Key())
+		if err != nil || len(rest) != fileIDLen {
+			continue
+		}
+		var id fileID
+		copy(id[:], rest)
+		if s.isWriting(id) {
+			continue
+		}
+		mkey := bytes.Clone(it.Value())
+		unlock := s.lockObject(mkey)
+		m, found, err := s.readMeta(mkey)
+		if err == nil && !(found && m.inFile && m.file == id) {
+			s.removeObjectFile(p, id)
+			removed++
+		}
+		unlock()
+		if err != nil {
+			return removed, err
+		}
+	}
+	return removed, it.Error()
 }

@@ -20,9 +20,9 @@ const (
 	sampleSeeks    = 4 // random positions per round
 	samplesPerSeek = 8 // records read at each position
 	evictPerRound  = 4 // oldest of the sample evicted per round, at most
-	// fruitlessRounds without an eviction end an eviction: everything
-	// sampled was in use or changed meanwhile.
-	fruitlessRounds = 8
+	// fruitlessRounds rounds in a row without an eviction end an eviction:
+	// everything sampled was used or replaced since it was sampled.
+	fruitlessRounds = 32
 	// diskFullSlack is evicted beyond what a write that met a full disk
 	// needed, so the next writes do not meet it at once (at most 1/16 of
 	// the budget).
@@ -38,35 +38,43 @@ type candidate struct {
 }
 
 // evictUntil evicts objects, least recently used first, until done(freed)
-// holds, nothing is left to evict, or ctx ends. It returns the bytes freed.
-// One eviction runs at a time: Puts that need room at once queue here
-// instead of each evicting for itself.
-func (s *Store) evictUntil(ctx context.Context, done func(freed int64) bool) (freed int64) {
+// holds, nothing is left to evict, or ctx ends. It returns the bytes freed
+// and whether it stopped for want of anything to evict. One eviction runs
+// at a time: Puts that need room at once queue here instead of each
+// evicting for itself.
+func (s *Store) evictUntil(ctx context.Context, done func(freed int64) bool) (freed int64, exhausted bool) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
 	fruitless := 0
-	for !done(freed) && ctx.Err() == nil && fruitless < fruitlessRounds {
+	for !done(freed) && ctx.Err() == nil {
+		if fruitless == fruitlessRounds {
+			return freed, true
+		}
 		sample, err := s.sample()
 		if err != nil {
 			s.log.Warn("disk store: sampling objects to evict failed", "error", err.Error())
-			return freed
+			return freed, true
 		}
 		if len(sample) == 0 {
-			return freed
+			return freed, true
 		}
 		slices.SortFunc(sample, func(a, b candidate) int { return int(min(max(a.lastUse-b.lastUse, -1), 1)) })
+		// Oldest first; a candidate used or replaced since it was sampled
+		// is skipped, and the next oldest tried.
 		fruitless++
-		for i, c := range sample[:min(len(sample), evictPerRound)] {
-			if i > 0 && done(freed) {
+		evicted := 0
+		for _, c := range sample {
+			if evicted == evictPerRound || (evicted > 0 && done(freed)) {
 				break
 			}
 			if n, ok := s.evictOne(c); ok {
 				freed += n
+				evicted++
 				fruitless = 0
 			}
 		}
 	}
-	return freed
+	return freed, false
 }
 
 // sample reads up to sampleSeeks*samplesPerSeek object records from random
@@ -171,7 +179,7 @@ func (s *Store) evictToBudget() {
 	if !s.overBudget() {
 		return
 	}
-	freed := s.evictUntil(context.Background(), func(int64) bool { return !s.overBudget() })
+	freed, _ := s.evictUntil(context.Background(), func(int64) bool { return !s.overBudget() })
 	s.log.Info("disk store: evicted down to the budget", "freed_bytes", freed, "max_bytes", s.Stats().MaxBytes)
 }
 
@@ -181,7 +189,7 @@ func (s *Store) evictToBudget() {
 // enough.
 func (s *Store) makeDiskRoom(ctx context.Context, need int64) int64 {
 	target := need + min(diskFullSlack, s.maxSize/16)
-	freed := s.evictUntil(ctx, func(freed int64) bool { return freed >= target })
+	freed, _ := s.evictUntil(ctx, func(freed int64) bool { return freed >= target })
 	s.log.Warn("disk store: the disk is full; evicted objects to make room", "needed_bytes", need, "freed_bytes", freed)
 	if space, err := s.opts.diskUse(s.dir); err == nil && space.available < need {
 		lower, upper := []byte{recordValue}, []byte{recordValue + 1}
@@ -192,10 +200,10 @@ func (s *Store) makeDiskRoom(ctx context.Context, need int64) int64 {
 	return freed
 }
 
-// relieveFullDisk runs in the maintenance loop: after the ballast had to go,
-// evict until there is room to make it again.
+// relieveFullDisk runs in the maintenance loop: after a full disk made the
+// ballast go, evict until there is room to make it again.
 func (s *Store) relieveFullDisk() {
-	if s.ballast.size == 0 || s.ballast.bytesHeld() > 0 {
+	if !s.ballast.wasReleased() {
 		return
 	}
 	space, err := s.opts.diskUse(s.dir)
@@ -225,39 +233,17 @@ func (s *Store) restoreBallast() {
 }
 
 // removeOrphanFiles runs after an unclean shutdown. A crash can leave a
-// large object's file without a record naming it (between the rename and
-// the record, or between deleting the record and the file); its 'f' record
-// tells where. Each check holds the object's lock, so a Put finishing at the
-// same moment is never mistaken for an orphan.
+// large object's file without a record naming it (after its upload created
+// it, or after a delete removed the record); its 'f' record tells where,
+// so no directory is walked.
 func (s *Store) removeOrphanFiles() {
 	if err := s.enter(); err != nil {
 		return
 	}
 	defer s.lifeMu.RUnlock()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{recordFile}, UpperBound: []byte{recordFile + 1}})
+	removed, err := s.removeUnreferencedFiles([]byte{recordFile}, []byte{recordFile + 1})
 	if err != nil {
-		s.log.Warn("disk store: looking for orphan files failed", "error", err.Error())
-		return
-	}
-	defer it.Close()
-	removed := 0
-	for it.First(); it.Valid(); it.Next() {
-		p, rest, err := splitKey(it.Key())
-		if err != nil || len(rest) != fileIDLen {
-			continue
-		}
-		var id fileID
-		copy(id[:], rest)
-		fkey := bytes.Clone(it.Key())
-		mkey := bytes.Clone(it.Value())
-		unlock := s.lockObject(mkey)
-		m, found, err := s.readMeta(mkey)
-		if err == nil && !(found && m.inFile && m.file == id) {
-			s.removeObjectFile(p, id)
-			s.db.Delete(fkey, writeOpts)
-			removed++
-		}
-		unlock()
+		s.log.Warn("disk store: looking for files left by an unclean shutdown failed", "error", err.Error())
 	}
 	if removed > 0 {
 		s.log.Info("disk store: removed files left by an unclean shutdown", "files", removed)

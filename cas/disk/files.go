@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-
-	"github.com/sealcache/sealcache/cas"
 )
 
 // Names inside the store's directory.
@@ -16,13 +14,9 @@ const (
 	lockName    = "LOCK"
 	pebbleName  = "pebble"  // the Pebble database: metadata and small objects
 	largeName   = "large"   // one file per large object
-	trashName   = "trash"   // directories being removed (deleted partitions)
+	trashName   = "trash"   // directories being removed (the previous layout)
 	ballastName = "ballast" // space held in reserve for a full disk
 	cleanName   = "CLEAN"   // present while the store is closed cleanly
-	// filesSegment separates a partition's directory from the files of its
-	// objects. '@' cannot occur in a partition segment, so the files of
-	// "org1" and the directory of "org1/kX" never meet.
-	filesSegment = "@"
 )
 
 // Directories of the previous layout (one file per object), removed at Open.
@@ -34,17 +28,13 @@ type diskSpace struct {
 	available int64 // bytes an unprivileged writer can still use
 }
 
-// partitionFilesDir is the directory holding the large objects of p and,
-// below it, of every partition under p: deleting p removes this directory.
-func (s *Store) partitionFilesDir(p cas.Partition) string {
-	return filepath.Join(s.largeDir, filepath.FromSlash(string(p)))
-}
-
-// objectFilePath is where a large object's bytes live: the partition's
-// directory, "@", a fan-out directory from the id's first byte, the id.
-func (s *Store) objectFilePath(p cas.Partition, id fileID) string {
+// objectFilePath is where a large object's bytes live: large/, a fan-out
+// directory from the id's first byte, the id. The layout is flat rather
+// than by partition so that no directory an upload writes into can move
+// while it writes; a partition's files are found by its 'f' records.
+func (s *Store) objectFilePath(id fileID) string {
 	name := id.String()
-	return filepath.Join(s.partitionFilesDir(p), filesSegment, name[:2], name)
+	return filepath.Join(s.largeDir, name[:2], name)
 }
 
 // isDiskFull reports whether err means the file system has no room.

@@ -98,7 +98,7 @@ var errReplaced = errors.New("object replaced while opening it")
 
 // openFile opens a large object's file and checks it against the record.
 func (s *Store) openFile(key cas.Key, mkey []byte, m meta) (io.ReadCloser, int64, error) {
-	f, err := os.Open(s.objectFilePath(key.Partition, m.file))
+	f, err := os.Open(s.objectFilePath(m.file))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, s.checkBroken(key, mkey, m, "its file is missing")
 	}

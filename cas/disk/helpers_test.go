@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -96,4 +97,28 @@ func mustMiss(t testing.TB, s cas.BlobStore, k cas.Key) {
 func blob(seed uint64, n int64) (cas.Key, []byte) {
 	data := castest.Bytes(seed, n)
 	return castest.CASKey("org1", data), data
+}
+
+// logBuffer collects what a store logs, for tests that check it; the
+// store logs from its background goroutine too.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// textLogger logs everything to w.
+func textLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

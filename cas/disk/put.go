@@ -195,10 +195,14 @@ func (up *upload) accept(ctx context.Context, p []byte) error {
 func (up *upload) startFile() error {
 	s := up.s
 	up.id = newFileID()
+	s.writingMu.Lock()
+	s.writing[up.id] = struct{}{}
+	s.writingMu.Unlock()
 	if err := s.db.Set(fileKey(up.key.Partition, up.id), up.mkey, writeOpts); err != nil {
+		s.doneWriting(up.id)
 		return fmt.Errorf("storing %s: %w", up.key, err)
 	}
-	path := s.objectFilePath(up.key.Partition, up.id)
+	path := s.objectFilePath(up.id)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.MkdirAll(filepath.Dir(path), 0o750); err == nil {
@@ -206,11 +210,28 @@ func (up *upload) startFile() error {
 		}
 	}
 	if err != nil {
+		s.doneWriting(up.id)
 		s.db.Delete(fileKey(up.key.Partition, up.id), writeOpts)
 		return up.writeErr(err)
 	}
 	up.file = f
 	return nil
+}
+
+// doneWriting ends the protection of a file from sweeps: its upload has
+// committed, or failed and removed it.
+func (s *Store) doneWriting(id fileID) {
+	s.writingMu.Lock()
+	delete(s.writing, id)
+	s.writingMu.Unlock()
+}
+
+// isWriting reports whether an upload is writing the file id.
+func (s *Store) isWriting(id fileID) bool {
+	s.writingMu.Lock()
+	defer s.writingMu.Unlock()
+	_, ok := s.writing[id]
+	return ok
 }
 
 // spillToFile moves what an upload of unknown size has buffered so far into
@@ -256,6 +277,7 @@ func (up *upload) discard() {
 	if up.file != nil {
 		up.file.Close()
 		up.s.removeObjectFile(up.key.Partition, up.id)
+		up.s.doneWriting(up.id)
 	}
 	up.s.release(&up.res)
 }
@@ -297,18 +319,13 @@ func (s *Store) commitInline(key cas.Key, mkey []byte, up *upload) error {
 // is written with the usage change in one batch only now.
 func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 	unlock := s.lockObject(mkey)
-	// DeletePartition may have moved the partition's files away while the
-	// bytes arrived; it holds partitionMu exclusively, so this check holds
-	// until the batch is applied.
-	if _, err := os.Stat(s.objectFilePath(key.Partition, up.id)); err != nil {
-		unlock()
-		return fmt.Errorf("storing %s: its partition was deleted during the upload (%v); upload it again", key, err)
-	}
 	old, had, err := s.readMeta(mkey)
 	if err == nil {
 		b := s.db.NewBatch()
 		m := meta{size: up.size, accessed: s.opts.now().UnixNano(), inFile: true, file: up.id}
 		b.Set(mkey, m.encode(), nil)
+		// Again: a DeletePartition during the upload removed the first one.
+		b.Set(fileKey(key.Partition, up.id), mkey, nil)
 		if had && !old.inFile {
 			b.Delete(withRecordType(mkey, recordValue), nil)
 		}
@@ -320,6 +337,7 @@ func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 		if err == nil {
 			s.commitUsage(key.Partition, d, &up.res)
 			up.file = nil // published: discard must not remove it
+			s.doneWriting(up.id)
 		}
 	}
 	unlock()
@@ -336,7 +354,7 @@ func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 // it any more, then its 'f' record. If the removal fails the 'f' record
 // stays, so the next start after an unclean shutdown tries again.
 func (s *Store) removeObjectFile(p cas.Partition, id fileID) {
-	path := s.objectFilePath(p, id)
+	path := s.objectFilePath(id)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("disk store: removing an object file failed; it is tried again after the next unclean restart",
 			"partition", string(p), "file", id.String(), "error", err.Error())

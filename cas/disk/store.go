@@ -58,6 +58,12 @@ type Store struct {
 
 	touches touchLog
 
+	// writingMu guards writing: the ids of files that uploads are writing
+	// and have not committed yet. Sweeps for files without a record skip
+	// them.
+	writingMu sync.Mutex
+	writing   map[fileID]struct{}
+
 	wake    chan struct{} // asks the maintenance loop to run now
 	closing chan struct{}
 	bg      sync.WaitGroup
@@ -96,6 +102,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		lockFile:  lockFile,
 		maxSize:   opts.MaxSize,
 		roomFreed: make(chan struct{}),
+		writing:   map[fileID]struct{}{},
 		wake:      make(chan struct{}, 1),
 		closing:   make(chan struct{}),
 	}
@@ -125,6 +132,9 @@ func Open(dir string, opts Options) (*Store, error) {
 // open prepares the directory, opens Pebble and loads the counters. It
 // reports whether the store was closed cleanly last time.
 func (s *Store) open() (cleanShutdown bool, err error) {
+	if err := emptyDir(s.trashDir); err != nil {
+		return false, fmt.Errorf("emptying %s: %w", s.trashDir, err)
+	}
 	if err := s.removeOldLayout(); err != nil {
 		return false, err
 	}

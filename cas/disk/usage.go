@@ -82,6 +82,9 @@ type usage struct {
 	byOrg       map[string]int64
 	total       counts
 	reserved    int64 // bytes promised to Puts that have not finished
+	// peak is the highest total.bytes + reserved seen since Open; tests
+	// check it never passes the budget.
+	peak int64
 }
 
 func newUsage() *usage {
@@ -102,7 +105,10 @@ func (u *usage) apply(p cas.Partition, d counts) {
 		u.byOrg[org] = n
 	}
 	u.total = u.total.add(d)
+	u.notePeak()
 }
+
+func (u *usage) notePeak() { u.peak = max(u.peak, u.total.bytes+u.reserved) }
 
 // loadUsage reads every partition's counters.
 func loadUsage(db *pebble.DB) (*usage, error) {
