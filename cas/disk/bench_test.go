@@ -17,7 +17,9 @@ var (
 	benchInline = flag.Int64("benchinline", 0, "InlineMaxSize of benchmark stores (0: the default)")
 )
 
-func openBenchStore(t testing.TB) cas.BlobStore {
+func openBenchStore(t testing.TB) cas.BlobStore { return openBenchStoreSized(t, 16<<30) }
+
+func openBenchStoreSized(t testing.TB, maxSize int64) cas.BlobStore {
 	dir := t.TempDir()
 	if *benchDir != "" {
 		var err error
@@ -26,7 +28,7 @@ func openBenchStore(t testing.TB) cas.BlobStore {
 		}
 		t.Cleanup(func() { os.RemoveAll(dir) })
 	}
-	return openStore(t, dir, Options{MaxSize: 16 << 30, InlineMaxSize: *benchInline})
+	return openStore(t, dir, Options{MaxSize: maxSize, InlineMaxSize: *benchInline})
 }
 
 // BenchmarkMixedLoad: 32 clients write 3,000 blobs of 1–200 KB, then read
@@ -34,8 +36,9 @@ func openBenchStore(t testing.TB) cas.BlobStore {
 func BenchmarkMixedLoad(b *testing.B) { loadtest.BenchMixed(b, openBenchStore) }
 
 // BenchmarkFindMissing10k: FindMissing of 10,000 keys, idle and under the
-// load of 32 clients; one call per iteration (use -benchtime=200x).
-func BenchmarkFindMissing10k(b *testing.B) { loadtest.BenchFindMissing(b, openBenchStore) }
+// load of 32 clients (with and without eviction); one call per iteration
+// (use -benchtime=200x).
+func BenchmarkFindMissing10k(b *testing.B) { loadtest.BenchFindMissing(b, openBenchStoreSized) }
 
 // BenchmarkLargeObject writes and reads one -benchlarge object per iteration.
 func BenchmarkLargeObject(b *testing.B) { loadtest.BenchLarge(b, openBenchStore, *benchLarge) }

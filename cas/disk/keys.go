@@ -136,9 +136,8 @@ func appendObjectKey(b []byte, t byte, k cas.Key) ([]byte, error) {
 	start := len(b)
 	b = append(b, t)
 	b = appendPartition(b, k.Partition)
-	hashAt := len(b)
-	b = append(b, make([]byte, hashLen)...)
-	if _, err := hex.Decode(b[hashAt:], []byte(k.Digest.Hash)); err != nil || !isLowerHex(k.Digest.Hash) {
+	var ok2 bool
+	if b, ok2 = appendLowerHex(b, k.Digest.Hash); !ok2 {
 		return b[:start], fmt.Errorf("key %s: hash is not lowercase hex", k)
 	}
 	b = append(b, instance...)
@@ -148,13 +147,38 @@ func appendObjectKey(b []byte, t byte, k cas.Key) ([]byte, error) {
 	return b, nil
 }
 
-func isLowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
+// hexValues maps a lowercase hex digit to its value and every other byte
+// to invalidHex.
+var hexValues = func() (t [256]byte) {
+	for i := range t {
+		t[i] = invalidHex
 	}
-	return true
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
+
+const invalidHex = 0xff
+
+// appendLowerHex appends the bytes that the lowercase hex string h spells,
+// in one pass (FindMissing encodes thousands of keys per call). It reports
+// false for anything but lowercase hex of even length.
+func appendLowerHex(b []byte, h string) ([]byte, bool) {
+	if len(h)%2 != 0 {
+		return b, false
+	}
+	for i := 0; i < len(h); i += 2 {
+		hi, lo := hexValues[h[i]], hexValues[h[i+1]]
+		if hi == invalidHex || lo == invalidHex {
+			return b, false
+		}
+		b = append(b, hi<<4|lo)
+	}
+	return b, true
 }
 
 // objectKey returns the key of record type t for k.

@@ -50,10 +50,14 @@ func (t *touchLog) note(mkey []byte, at int64) {
 	}
 	sh := &t.shards[stripeOf(mkey)]
 	sh.mu.Lock()
-	if _, ok := sh.at[string(mkey)]; !ok {
+	noted, ok := sh.at[string(mkey)] // a lookup with string(mkey) does not allocate
+	switch {
+	case !ok:
 		n = t.pending.Add(1)
+		sh.at[string(mkey)] = at
+	case at-noted >= int64(touchResolution):
+		sh.at[string(mkey)] = at
 	}
-	sh.at[string(mkey)] = at
 	sh.mu.Unlock()
 	if n == maxPendingTouches && t.full != nil {
 		t.full()
