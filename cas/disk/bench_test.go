@@ -12,9 +12,10 @@ import (
 // Benchmark flags. Run the benchmarks on the real disk (the default temp
 // dir) for disk-bound figures and with -benchdir=/dev/shm for CPU-bound ones.
 var (
-	benchDir    = flag.String("benchdir", "", "parent directory of benchmark stores (default: the test's temp dir)")
-	benchLarge  = flag.Int64("benchlarge", 256<<20, "size of the object in BenchmarkLargeObject (1073741824 for 1 GiB)")
-	benchInline = flag.Int64("benchinline", 0, "InlineMaxSize of benchmark stores (0: the default)")
+	benchDir      = flag.String("benchdir", "", "parent directory of benchmark stores (default: the test's temp dir)")
+	benchLarge    = flag.Int64("benchlarge", 256<<20, "size of the object in BenchmarkLargeObject (1073741824 for 1 GiB)")
+	benchInline   = flag.Int64("benchinline", 0, "InlineMaxSize of benchmark stores (0: the default)")
+	benchMemTable = flag.Int64("benchmemtable", 0, "MemTableSize of benchmark stores (0: the default)")
 )
 
 func openBenchStore(t testing.TB) cas.BlobStore { return openBenchStoreSized(t, 16<<30) }
@@ -28,7 +29,7 @@ func openBenchStoreSized(t testing.TB, maxSize int64) cas.BlobStore {
 		}
 		t.Cleanup(func() { os.RemoveAll(dir) })
 	}
-	return openStore(t, dir, Options{MaxSize: maxSize, InlineMaxSize: *benchInline})
+	return openStore(t, dir, Options{MaxSize: maxSize, InlineMaxSize: *benchInline, MemTableSize: *benchMemTable})
 }
 
 // BenchmarkMixedLoad: 32 clients write 3,000 blobs of 1–200 KB, then read

@@ -177,9 +177,9 @@ func (s *Store) unlinkPartition(partition cas.Partition) (freed, objects int64, 
 }
 
 // removeUnreferencedFiles removes the files whose 'f' records lie in
-// [lower, upper) and that no object record names, unless an upload is
-// still writing them. Each check holds the object's lock, so an upload
-// committing at that moment is never mistaken for an orphan. It returns
+// [lower, upper) and that no object record names. Uploads in flight have
+// no 'f' record yet (commitFile writes it with the object's record), so
+// they are never touched. Each check holds the object's lock. It returns
 // how many files it removed.
 func (s *Store) removeUnreferencedFiles(lower, upper []byte) (int, error) {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -195,9 +195,6 @@ func (s *Store) removeUnreferencedFiles(lower, upper []byte) (int, error) {
 		}
 		var id fileID
 		copy(id[:], rest)
-		if s.isWriting(id) {
-			continue
-		}
 		mkey := bytes.Clone(it.Value())
 		unlock := s.lockObject(mkey)
 		m, found, err := s.readMeta(mkey)

@@ -232,10 +232,10 @@ func (s *Store) restoreBallast() {
 	}
 }
 
-// removeOrphanFiles runs after an unclean shutdown. A crash can leave a
-// large object's file without a record naming it (after its upload created
-// it, or after a delete removed the record); its 'f' record tells where,
-// so no directory is walked.
+// removeOrphanFiles runs after an unclean shutdown. A crash between
+// deleting an object's record and removing its file leaves the file; its
+// 'f' record tells where, so no directory is walked. (Files of uploads that
+// never committed are removed at Open: see fileids.go.)
 func (s *Store) removeOrphanFiles() {
 	if err := s.enter(); err != nil {
 		return

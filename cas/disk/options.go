@@ -50,7 +50,7 @@ type Options struct {
 // DefaultInlineMaxSize is the default boundary between objects kept inside
 // Pebble and objects in files of their own. BenchmarkMixedLoad picked it:
 // see the package doc for the figures.
-const DefaultInlineMaxSize = 256 << 10
+const DefaultInlineMaxSize = 64 << 10
 
 // Bounds of the derived defaults.
 const (

@@ -188,20 +188,16 @@ func (up *upload) accept(ctx context.Context, p []byte) error {
 	return up.write(ctx, p)
 }
 
-// startFile creates the large object's file under its final name. No
-// record names the file until commitFile, so no reader can see it before it
-// is whole; the 'f' record written first lets the next start after a crash
-// find and remove it if the Put never finishes.
+// startFile creates the large object's file under its final name, with a
+// reserved id (see fileids.go). No record names the file until commitFile,
+// so no reader can see it before it is whole.
 func (up *upload) startFile() error {
 	s := up.s
-	up.id = newFileID()
-	s.writingMu.Lock()
-	s.writing[up.id] = struct{}{}
-	s.writingMu.Unlock()
-	if err := s.db.Set(fileKey(up.key.Partition, up.id), up.mkey, writeOpts); err != nil {
-		s.doneWriting(up.id)
+	id, err := s.takeFileID()
+	if err != nil {
 		return fmt.Errorf("storing %s: %w", up.key, err)
 	}
+	up.id = id
 	path := s.objectFilePath(up.id)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -210,28 +206,11 @@ func (up *upload) startFile() error {
 		}
 	}
 	if err != nil {
-		s.doneWriting(up.id)
-		s.db.Delete(fileKey(up.key.Partition, up.id), writeOpts)
+		s.db.Delete(reservedKey(up.id), writeOpts)
 		return up.writeErr(err)
 	}
 	up.file = f
 	return nil
-}
-
-// doneWriting ends the protection of a file from sweeps: its upload has
-// committed, or failed and removed it.
-func (s *Store) doneWriting(id fileID) {
-	s.writingMu.Lock()
-	delete(s.writing, id)
-	s.writingMu.Unlock()
-}
-
-// isWriting reports whether an upload is writing the file id.
-func (s *Store) isWriting(id fileID) bool {
-	s.writingMu.Lock()
-	defer s.writingMu.Unlock()
-	_, ok := s.writing[id]
-	return ok
 }
 
 // spillToFile moves what an upload of unknown size has buffered so far into
@@ -276,8 +255,9 @@ func (up *upload) writeErr(err error) error {
 func (up *upload) discard() {
 	if up.file != nil {
 		up.file.Close()
-		up.s.removeObjectFile(up.key.Partition, up.id)
-		up.s.doneWriting(up.id)
+		if err := os.Remove(up.s.objectFilePath(up.id)); err == nil || errors.Is(err, fs.ErrNotExist) {
+			up.s.db.Delete(reservedKey(up.id), writeOpts)
+		} // else the reservation stays, and the next Open removes the file
 	}
 	up.s.release(&up.res)
 }
@@ -313,10 +293,10 @@ func (s *Store) commitInline(key cas.Key, mkey []byte, up *upload) error {
 	return nil
 }
 
-// commitFile publishes a large object whose file is whole and closed. The
-// order makes every crash safe: the 'f' record was written before the file
-// was created (startFile), and the object's record, which makes it visible,
-// is written with the usage change in one batch only now.
+// commitFile publishes a large object whose file is whole and closed: one
+// batch writes the object's record, which makes it visible, the usage
+// change, the 'f' record that lists the file under its partition, and ends
+// the id's reservation.
 func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 	unlock := s.lockObject(mkey)
 	old, had, err := s.readMeta(mkey)
@@ -324,8 +304,8 @@ func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 		b := s.db.NewBatch()
 		m := meta{size: up.size, accessed: s.opts.now().UnixNano(), inFile: true, file: up.id}
 		b.Set(mkey, m.encode(), nil)
-		// Again: a DeletePartition during the upload removed the first one.
 		b.Set(fileKey(key.Partition, up.id), mkey, nil)
+		b.Delete(reservedKey(up.id), nil)
 		if had && !old.inFile {
 			b.Delete(withRecordType(mkey, recordValue), nil)
 		}
@@ -337,7 +317,6 @@ func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 		if err == nil {
 			s.commitUsage(key.Partition, d, &up.res)
 			up.file = nil // published: discard must not remove it
-			s.doneWriting(up.id)
 		}
 	}
 	unlock()

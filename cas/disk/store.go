@@ -58,11 +58,7 @@ type Store struct {
 
 	touches touchLog
 
-	// writingMu guards writing: the ids of files that uploads are writing
-	// and have not committed yet. Sweeps for files without a record skip
-	// them.
-	writingMu sync.Mutex
-	writing   map[fileID]struct{}
+	fileIDs fileIDs // reserved ids for large objects' files
 
 	wake    chan struct{} // asks the maintenance loop to run now
 	closing chan struct{}
@@ -102,7 +98,6 @@ func Open(dir string, opts Options) (*Store, error) {
 		lockFile:  lockFile,
 		maxSize:   opts.MaxSize,
 		roomFreed: make(chan struct{}),
-		writing:   map[fileID]struct{}{},
 		wake:      make(chan struct{}, 1),
 		closing:   make(chan struct{}),
 	}
@@ -170,6 +165,9 @@ func (s *Store) open() (cleanShutdown bool, err error) {
 		return false, fmt.Errorf("opening the disk store database in %s: %w", s.dir, err)
 	}
 	s.db = db
+	if err := s.dropReservedFiles(); err != nil {
+		return false, err
+	}
 	if s.usage, err = loadUsage(db); err != nil {
 		return false, err
 	}
