@@ -44,10 +44,10 @@ func (s *Store) growReservation(ctx context.Context, r *reservation, n int64, ma
 		s.usageMu.Unlock()
 
 		if stored > 0 {
-			fits := func(int64) bool {
+			fits := func(_, pending int64) bool {
 				s.usageMu.Lock()
 				defer s.usageMu.Unlock()
-				return s.usage.total.bytes+s.usage.reserved+n <= s.maxSize
+				return s.usage.total.bytes+s.usage.reserved+n-pending <= s.maxSize
 			}
 			// Another Put may take the room just made before this one
 			// looks again: only running out of objects to evict is final.

@@ -3,7 +3,10 @@ package disk
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -29,24 +32,16 @@ func (s *Store) Delete(ctx context.Context, key cas.Key) error {
 	if err != nil {
 		return fmt.Errorf("deleting %s: %w", key, err)
 	}
-	if found && m.inFile {
-		s.removeObjectFile(key.Partition, m.file)
-	}
 	return nil
 }
 
-// deleteLocked deletes the record m of an object and its inline bytes, and
-// subtracts it from the usage counters, in one batch. The caller holds the
-// object's lock, and removes the object's file (if any) after releasing it.
+// deleteLocked deletes the object whose record is m. The caller holds the
+// object's lock.
 func (s *Store) deleteLocked(p cas.Partition, mkey []byte, m meta) error {
 	b := s.db.NewBatch()
 	defer b.Close()
-	b.Delete(mkey, nil)
-	if !m.inFile {
-		b.Delete(withRecordType(mkey, recordValue), nil)
-	}
-	d := counts{bytes: -m.size, objects: -1}
-	if err := mergeUsage(b, p, d); err != nil {
+	d, err := s.addDelete(b, p, mkey, m)
+	if err != nil {
 		return err
 	}
 	if err := s.db.Apply(b, writeOpts); err != nil {
@@ -54,6 +49,28 @@ func (s *Store) deleteLocked(p cas.Partition, mkey []byte, m meta) error {
 	}
 	s.applyUsage(p, d)
 	return nil
+}
+
+// addDelete removes the file of the object whose record is m, if it has
+// one, and adds to b the deletes of its records (the record, its inline
+// bytes or its 'f' record) and its usage change, which it returns. The
+// caller holds the object's lock and applies b.
+//
+// The file goes first: a crash before b is applied leaves a record naming
+// a missing file, which the first Get finds and drops (a miss), never a
+// file that no record names.
+func (s *Store) addDelete(b *pebble.Batch, p cas.Partition, mkey []byte, m meta) (counts, error) {
+	if m.inFile {
+		if err := os.Remove(s.objectFilePath(m.file)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return counts{}, fmt.Errorf("removing the object's file: %w", err)
+		}
+		b.Delete(fileKey(p, m.file), nil)
+	} else {
+		b.Delete(withRecordType(mkey, recordValue), nil)
+	}
+	b.Delete(mkey, nil)
+	d := counts{bytes: -m.size, objects: -1}
+	return d, mergeUsage(b, p, d)
 }
 
 // WalkPartition calls fn for every object at or below partition, in key

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"slices"
 
@@ -37,16 +38,18 @@ type candidate struct {
 	lastUse   int64 // Unix nanoseconds, including a use noted but not written yet
 }
 
-// evictUntil evicts objects, least recently used first, until done(freed)
-// holds, nothing is left to evict, or ctx ends. It returns the bytes freed
-// and whether it stopped for want of anything to evict. One eviction runs
-// at a time: Puts that need room at once queue here instead of each
-// evicting for itself.
-func (s *Store) evictUntil(ctx context.Context, done func(freed int64) bool) (freed int64, exhausted bool) {
+// evictUntil evicts objects, least recently used first, until
+// done(freed, pending) holds, nothing is left to evict, or ctx ends. freed
+// counts the bytes evicted so far by this call, pending the bytes chosen
+// for the batch being built, not yet applied (and so not yet out of the
+// usage counters). It returns the bytes freed and whether it stopped for
+// want of anything to evict. One eviction runs at a time: Puts that need
+// room at once queue here instead of each evicting for itself.
+func (s *Store) evictUntil(ctx context.Context, done func(freed, pending int64) bool) (freed int64, exhausted bool) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
 	fruitless := 0
-	for !done(freed) && ctx.Err() == nil {
+	for !done(freed, 0) && ctx.Err() == nil {
 		if fruitless == fruitlessRounds {
 			return freed, true
 		}
@@ -58,23 +61,80 @@ func (s *Store) evictUntil(ctx context.Context, done func(freed int64) bool) (fr
 		if len(sample) == 0 {
 			return freed, true
 		}
-		slices.SortFunc(sample, func(a, b candidate) int { return int(min(max(a.lastUse-b.lastUse, -1), 1)) })
-		// Oldest first; a candidate used or replaced since it was sampled
-		// is skipped, and the next oldest tried.
-		fruitless++
-		evicted := 0
-		for _, c := range sample {
-			if evicted == evictPerRound || (evicted > 0 && done(freed)) {
-				break
-			}
-			if n, ok := s.evictOne(c); ok {
-				freed += n
-				evicted++
-				fruitless = 0
-			}
+		slices.SortFunc(sample, func(a, b candidate) int { return cmp.Compare(a.lastUse, b.lastUse) })
+		n := s.evictRound(sample, func(pending int64) bool { return done(freed, pending) })
+		if n == 0 {
+			fruitless++ // everything chosen was used or replaced since the sample
+		} else {
+			fruitless = 0
 		}
+		freed += n
 	}
 	return freed, false
+}
+
+// evictRound evicts the oldest of a sample (sorted oldest first), up to
+// evictPerRound and no more than enough(pending) asks for, in one batch.
+// It holds the chosen objects' locks, taken in stripe order, until the
+// batch is applied, and skips an object used or replaced since it was
+// sampled. It returns the bytes freed.
+func (s *Store) evictRound(sample []candidate, enough func(pending int64) bool) int64 {
+	var chosen []candidate
+	var pending int64
+	for _, c := range sample {
+		if len(chosen) == evictPerRound || (len(chosen) > 0 && enough(pending)) {
+			break
+		}
+		chosen = append(chosen, c)
+		pending += c.meta.size
+	}
+	stripes := make([]int, 0, len(chosen))
+	for _, c := range chosen {
+		stripes = append(stripes, stripeOf(c.mkey))
+	}
+	slices.Sort(stripes)
+	stripes = slices.Compact(stripes)
+	s.partitionMu.RLock()
+	defer s.partitionMu.RUnlock()
+	for _, i := range stripes {
+		s.stripes[i].Lock()
+		defer s.stripes[i].Unlock()
+	}
+
+	b := s.db.NewBatch()
+	defer b.Close()
+	type change struct {
+		p cas.Partition
+		d counts
+	}
+	var changes []change
+	var freed int64
+	for _, c := range chosen {
+		cur, found, err := s.readMeta(c.mkey)
+		if err != nil || !found || cur != c.meta || s.touches.lastUse(c.mkey) > c.lastUse {
+			continue
+		}
+		d, err := s.addDelete(b, c.partition, c.mkey, cur)
+		if err != nil {
+			s.log.Warn("disk store: evicting an object failed", "partition", string(c.partition), "error", err.Error())
+			continue
+		}
+		changes = append(changes, change{c.partition, d})
+		freed += cur.size
+	}
+	if len(changes) == 0 {
+		return 0
+	}
+	if err := s.db.Apply(b, writeOpts); err != nil {
+		// The files are gone; their records now read as misses.
+		s.log.Warn("disk store: evicting objects failed", "error", err.Error())
+		return 0
+	}
+	for _, ch := range changes {
+		s.applyUsage(ch.p, ch.d)
+	}
+	s.evictions.Add(uint64(len(changes)))
+	return freed
 }
 
 // sample reads up to sampleSeeks*samplesPerSeek object records from random
@@ -143,43 +203,22 @@ func (s *Store) sample() ([]candidate, error) {
 	return out, it.Error()
 }
 
-// evictOne evicts a sampled object unless it changed or was used since it
-// was sampled. It returns the bytes freed.
-func (s *Store) evictOne(c candidate) (int64, bool) {
-	unlock := s.lockObject(c.mkey)
-	cur, found, err := s.readMeta(c.mkey)
-	if err != nil || !found || cur != c.meta || s.touches.lastUse(c.mkey) > c.lastUse {
-		unlock()
-		return 0, false
-	}
-	err = s.deleteLocked(c.partition, c.mkey, cur)
-	unlock()
-	if err != nil {
-		s.log.Warn("disk store: evicting an object failed", "partition", string(c.partition), "error", err.Error())
-		return 0, false
-	}
-	if cur.inFile {
-		s.removeObjectFile(c.partition, cur.file)
-	}
-	s.evictions.Add(1)
-	return cur.size, true
-}
-
-// overBudget reports whether stored and reserved bytes exceed the budget.
-func (s *Store) overBudget() bool {
+// overBudget reports whether stored and reserved bytes, less pending bytes
+// about to be evicted, exceed the budget.
+func (s *Store) overBudget(pending int64) bool {
 	s.usageMu.Lock()
 	defer s.usageMu.Unlock()
-	return s.usage.total.bytes+s.usage.reserved > s.maxSize
+	return s.usage.total.bytes+s.usage.reserved-pending > s.maxSize
 }
 
 // evictToBudget evicts until the store fits its budget again: after Open
 // with a smaller budget than the store holds (configured lower, or clamped
 // on a fuller disk).
 func (s *Store) evictToBudget() {
-	if !s.overBudget() {
+	if !s.overBudget(0) {
 		return
 	}
-	freed, _ := s.evictUntil(context.Background(), func(int64) bool { return !s.overBudget() })
+	freed, _ := s.evictUntil(context.Background(), func(_, pending int64) bool { return !s.overBudget(pending) })
 	s.log.Info("disk store: evicted down to the budget", "freed_bytes", freed, "max_bytes", s.Stats().MaxBytes)
 }
 
@@ -189,7 +228,7 @@ func (s *Store) evictToBudget() {
 // enough.
 func (s *Store) makeDiskRoom(ctx context.Context, need int64) int64 {
 	target := need + min(diskFullSlack, s.maxSize/16)
-	freed, _ := s.evictUntil(ctx, func(freed int64) bool { return freed >= target })
+	freed, _ := s.evictUntil(ctx, func(freed, pending int64) bool { return freed+pending >= target })
 	s.log.Warn("disk store: the disk is full; evicted objects to make room", "needed_bytes", need, "freed_bytes", freed)
 	if space, err := s.opts.diskUse(s.dir); err == nil && space.available < need {
 		lower, upper := []byte{recordValue}, []byte{recordValue + 1}

@@ -159,9 +159,6 @@ func (s *Store) checkBroken(key cas.Key, mkey []byte, seen meta, why string) err
 	if err != nil {
 		return fmt.Errorf("reading %s: removing its broken record: %w", key, err)
 	}
-	if cur.inFile {
-		s.removeObjectFile(key.Partition, cur.file)
-	}
 	s.log.Warn("disk store: dropped a broken object; clients will upload it again",
 		"partition", string(key.Partition), "size", cur.size, "reason", why)
 	return notFound(key)

@@ -276,6 +276,9 @@ func (s *Store) commitInline(key cas.Key, mkey []byte, up *upload) error {
 	m := meta{size: up.size, accessed: s.opts.now().UnixNano()}
 	b.Set(mkey, m.encode(), nil)
 	b.Set(withRecordType(mkey, recordValue), up.data, nil)
+	if had && old.inFile {
+		s.dropReplacedFile(b, key.Partition, old.file)
+	}
 	d := usageChange(m, old, had)
 	if err := mergeUsage(b, key.Partition, d); err != nil {
 		unlock()
@@ -287,9 +290,6 @@ func (s *Store) commitInline(key cas.Key, mkey []byte, up *upload) error {
 	}
 	s.commitUsage(key.Partition, d, &up.res)
 	unlock()
-	if had && old.inFile {
-		s.removeObjectFile(key.Partition, old.file)
-	}
 	return nil
 }
 
@@ -309,6 +309,9 @@ func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 		if had && !old.inFile {
 			b.Delete(withRecordType(mkey, recordValue), nil)
 		}
+		if had && old.inFile {
+			s.dropReplacedFile(b, key.Partition, old.file)
+		}
 		d := usageChange(m, old, had)
 		if err = mergeUsage(b, key.Partition, d); err == nil {
 			err = s.db.Apply(b, writeOpts)
@@ -323,10 +326,21 @@ func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
 	if err != nil {
 		return fmt.Errorf("storing %s: %w", key, err)
 	}
-	if had && old.inFile {
-		s.removeObjectFile(key.Partition, old.file)
-	}
 	return nil
+}
+
+// dropReplacedFile removes the file of an object that a Put is replacing
+// and adds the delete of its 'f' record to the Put's batch. It runs before
+// the batch is applied (like addDelete); if the batch then fails, the old
+// record names a missing file and reads as a miss. If the file cannot be
+// removed, its 'f' record stays for the next sweep.
+func (s *Store) dropReplacedFile(b *pebble.Batch, p cas.Partition, id fileID) {
+	if err := os.Remove(s.objectFilePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("disk store: removing a replaced object's file failed; it is tried again after the next unclean restart",
+			"partition", string(p), "file", id.String(), "error", err.Error())
+		return
+	}
+	b.Delete(fileKey(p, id), nil)
 }
 
 // removeObjectFile removes a large object's file once no record points to
