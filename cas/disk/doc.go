@@ -33,11 +33,17 @@
 // usage change together, so a reader sees all of it or nothing. Larger
 // objects are written to a new file under their final name, but no record
 // names that file until it is whole and closed; then one batch writes the
-// record and the usage change. An 'f' record written before the file is
-// created names it, so a crash that leaves the file without its object
-// record is repaired at the next start from the 'f' records (no directory
-// walk). A failed or cancelled Put removes its file; the old object, if
-// any, stays.
+// record, the usage change and an 'f' record listing the file under its
+// partition. File ids are reserved ('r' records) 64 at a time before any
+// such file exists, and Open removes the file of every reservation left,
+// so a crash in the middle of an upload leaks nothing and no directory is
+// ever walked. A failed or cancelled Put removes its file; the old object,
+// if any, stays.
+//
+// Deleting an object (Delete, eviction, a replacing Put, a broken object)
+// removes its file first and then its records in one batch: a crash in
+// between leaves a record naming a missing file, which reads as a miss and
+// is dropped, never a file that nothing names.
 //
 // The boundary was chosen with BenchmarkMixedLoad (figures below). Pebble
 // writes small objects far faster than the file system creates files, but
@@ -71,16 +77,19 @@
 // into a pooled buffer (the reader holds no database resources) or opens
 // the file, which stays readable if the object is evicted meanwhile.
 // FindMissing sorts the keys and looks them up with one iterator per part
-// of the list, in parallel; it takes no lock. Neither takes a lock that
-// writers take, except to repair a broken object.
+// of the list, in parallel. Neither waits for writers: they take no object
+// lock (except to drop a broken object), only the shared hold that Close
+// waits for and, to note an access time, one of 256 short-held shard
+// locks.
 //
 // # Eviction and access times
 //
 // Eviction is sampled LRU: a round seeks to a few random positions in the
 // records (within a partition records are in hash order, which is random)
-// and evicts the least recently used of the sample (evict.go). It runs when
-// a Put needs room, and in the background when the store is over its budget
-// (after Open with a smaller budget or a clamp).
+// and evicts the least recently used few of the sample in one batch
+// (evict.go). It runs when a Put needs room, and in the background when
+// the store is over its budget (after Open with a smaller budget or a
+// clamp).
 //
 // A hit does not write. Get and FindMissing note the access time in memory;
 // a background loop writes the noted times into the records every
@@ -136,5 +145,5 @@
 //
 // # Measured
 //
-// See the figures in the comment of BenchmarkMixedLoad (bench_test.go).
+// See the figures in bench_test.go.
 package disk

@@ -16,6 +16,7 @@ import (
 //	'v' PART 0x00 OBJ      the bytes of an object stored inline
 //	'f' PART 0x00 FILEID   a large object's file (reverse index, for cleanup)
 //	'u' PART 0x00          usage counters of exactly this partition
+//	'r' FILEID             a file id reserved for an upload (fileids.go)
 //
 // PART is the partition's segments joined by 0x01 instead of "/". Segments
 // only hold [A-Za-z0-9_-], so 0x00 and 0x01 never occur inside one, and the
