@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
 
@@ -74,16 +73,15 @@ func (s *Server) openStorage(ctx context.Context) error {
 // openBackend opens the bottom of the stack: the one place that knows
 // which backend it is.
 func (s *Server) openBackend() (cas.Backend, error) {
-	// The tap turns the store's per-object eviction lines into a summary.
-	diskLog := slog.New(&evictionTap{inner: s.log.Handler(), evictions: s.evictions})
-	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, diskLog)
+	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), disk.Options{
+		MaxSize: s.cfg.MaxSize,
+		Logger:  s.log,
+		OnEvict: s.evictions.evicted,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the disk store: %w", err)
 	}
-	s.registry.MustRegister(newStoreCollector(func() (int64, int64, uint64) {
-		st := d.Stats()
-		return st.UsedBytes, st.Objects, st.Evictions
-	}))
+	s.registry.MustRegister(d.Collector())
 	return d, nil
 }
 
