@@ -16,9 +16,13 @@ import (
 // test can look for the object's bytes on the server's disk.
 const ccacheMarker = "SEALCACHE-E2E-CCACHE-OBJECT"
 
-const ccacheSource = `#include <stdio.h>
-int main(void) { puts("` + ccacheMarker + `"); return 0; }
+// ccacheSource is the program compiled; org names the org it is compiled
+// for, so each org's object file has a marker of its own.
+func ccacheSource(org string) string {
+	return `#include <stdio.h>
+int main(void) { puts("` + ccacheMarker + "-" + org + `"); return 0; }
 `
+}
 
 // A C developer points ccache at Sealcache's HTTP port with the Bazel
 // layout. ccache stores its own result format under /ac/ (not ActionResult
@@ -31,12 +35,11 @@ func TestCcacheGetsRemoteHitsInPlainAndSealedOrgs(t *testing.T) {
 	server := e2etest.StartServer(t)
 
 	t.Run("plain org", func(t *testing.T) {
-		org := orgIDByName(t, server, "default")
-		checkCcacheRemoteHit(t, ccache, server, server.AdminKey())
+		marker := checkCcacheRemoteHit(t, ccache, server, server.AdminKey(), "plain")
 		// Sanity check of the sealed case below: unsealed, the object's
 		// bytes are visible on disk.
-		if found := e2etest.FilesContaining(t, e2etest.StoredFiles(t, server.OrgDir(org)), ccacheMarker); len(found) == 0 {
-			t.Fatalf("no file under %s contains the object's marker %q: the check of the sealed org would prove nothing", server.OrgDir(org), ccacheMarker)
+		if found := e2etest.FilesContaining(t, e2etest.StoredFiles(t, server.StoreDir()), marker); len(found) == 0 {
+			t.Fatalf("no file under %s contains the object's marker %q: the check of the sealed org would prove nothing", server.StoreDir(), marker)
 		}
 	})
 
@@ -46,27 +49,28 @@ func TestCcacheGetsRemoteHitsInPlainAndSealedOrgs(t *testing.T) {
 		if r := server.CLI("", "kms", "create-local-key", "ccache-sealed", "--data_dir", server.DataDir); r.ExitCode != 0 {
 			t.Fatalf("%s: exit %d\n%s", r.Command(), r.ExitCode, r.Output())
 		}
-		keyID := enableCMEK(t, server, admin, "local-kms://ccache-sealed")
+		enableCMEK(t, server, admin, "local-kms://ccache-sealed")
 
-		checkCcacheRemoteHit(t, ccache, server, admin)
+		marker := checkCcacheRemoteHit(t, ccache, server, admin, "sealed")
 
-		sealed := e2etest.StoredFiles(t, filepath.Join(server.OrgDir(org), "k"+keyID))
-		if len(sealed) == 0 {
-			t.Fatalf("no sealed files under %s after ccache stored its results", server.OrgDir(org))
+		if report := shredCheck(t, server, org); report.Sealed == 0 || report.Plain != 0 {
+			t.Fatalf("the CMEK org after ccache stored its results: %+v; want sealed objects only", report)
 		}
-		if found := e2etest.FilesContaining(t, e2etest.StoredFiles(t, server.OrgDir(org)), ccacheMarker); len(found) != 0 {
-			t.Errorf("files of the CMEK org contain the object's bytes in plain text: %v", found)
+		if found := e2etest.FilesContaining(t, e2etest.StoredFiles(t, server.StoreDir()), marker); len(found) != 0 {
+			t.Errorf("the store's files contain the CMEK org's object bytes in plain text: %v", found)
 		}
 	})
 }
 
 // checkCcacheRemoteHit compiles one C file twice, each time with a fresh
 // local ccache directory: the first compilation is a remote miss and writes
-// to the server, the second is a remote hit.
-func checkCcacheRemoteHit(t *testing.T, ccache string, server *e2etest.Server, apiKey string) {
+// to the server, the second is a remote hit. It returns the marker string
+// the object file holds.
+func checkCcacheRemoteHit(t *testing.T, ccache string, server *e2etest.Server, apiKey, org string) string {
 	t.Helper()
+	marker := ccacheMarker + "-" + org
 	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "hello.c"), []byte(ccacheSource), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(src, "hello.c"), []byte(ccacheSource(org)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	remote := "http://bazel:" + apiKey + "@" + server.HTTPAddr + "/|layout=bazel"
@@ -76,8 +80,8 @@ func checkCcacheRemoteHit(t *testing.T, ccache string, server *e2etest.Server, a
 		t.Fatalf("first compilation: ccache says remote miss %d, write %d, error %d; want a miss that writes without errors\n%s",
 			cold.stats["remote_storage_miss"], cold.stats["remote_storage_write"], cold.stats["remote_storage_error"], cold.summary)
 	}
-	if !bytes.Contains(cold.object, []byte(ccacheMarker)) {
-		t.Fatalf("the object file does not contain its string literal %q; the disk checks would prove nothing", ccacheMarker)
+	if !bytes.Contains(cold.object, []byte(marker)) {
+		t.Fatalf("the object file does not contain its string literal %q; the disk checks would prove nothing", marker)
 	}
 
 	warm := compileWithCcache(t, ccache, src, remote, "warm.o")
@@ -89,6 +93,7 @@ func checkCcacheRemoteHit(t *testing.T, ccache string, server *e2etest.Server, a
 		t.Errorf("the object file from the remote hit (%d bytes) differs from the compiled one (%d bytes)", len(warm.object), len(cold.object))
 	}
 	t.Logf("ccache -s -v after the remote hit:\n%s", warm.summary)
+	return marker
 }
 
 type ccacheResult struct {
@@ -158,7 +163,7 @@ func TestCcacheAgainstHTTPACStrictIsRefused(t *testing.T) {
 	ccache := findCcache(t)
 	server := e2etest.StartServer(t, "--http_ac_strict")
 	src := t.TempDir()
-	if err := os.WriteFile(filepath.Join(src, "hello.c"), []byte(ccacheSource), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(src, "hello.c"), []byte(ccacheSource("strict")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	remote := "http://bazel:" + server.AdminKey() + "@" + server.HTTPAddr + "/|layout=bazel"

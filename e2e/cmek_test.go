@@ -44,8 +44,8 @@ func TestBazelWithLocalKMSCustomerKey(t *testing.T) {
 
 	plain := bazel.Build(build...)
 	// Sanity check of the disk check below: unsealed, the marker is visible.
-	if found := e2etest.FilesContaining(t, e2etest.StoredFiles(t, server.OrgDir(org)), e2etest.Marker); len(found) == 0 {
-		t.Fatalf("before CMEK, no file under %s contains the marker %q: the disk check below would prove nothing", server.OrgDir(org), e2etest.Marker)
+	if found := e2etest.FilesContaining(t, e2etest.StoredFiles(t, server.StoreDir()), e2etest.Marker); len(found) == 0 {
+		t.Fatalf("before CMEK, no file under %s contains the marker %q: the disk check below would prove nothing", server.StoreDir(), e2etest.Marker)
 	}
 
 	if err := kms.CreateLocalKey(filepath.Join(server.DataDir, "kms"), "customer-a"); err != nil {
@@ -62,13 +62,13 @@ func TestBazelWithLocalKMSCustomerKey(t *testing.T) {
 	checkAllRemoteHits(t, "rebuild with CMEK on", bazel.Build(build...), plain)
 	checkMarkerDownloaded(t, bazel)
 
-	sealedDir := filepath.Join(server.OrgDir(org), "k"+keyID)
-	sealed := e2etest.StoredFiles(t, sealedDir)
-	if len(sealed) == 0 {
-		t.Fatalf("no files under %s after a build with CMEK on (the org's directory holds %d files)", sealedDir, len(e2etest.StoredFiles(t, server.OrgDir(org))))
+	// Enabling deleted the plain copies; everything stored since is sealed,
+	// so the marker is in no file of the store.
+	if report := shredCheck(t, server, org); report.Sealed == 0 || report.Plain != 0 {
+		t.Fatalf("after a build with CMEK on: %+v; want objects sealed under key %s only", report, keyID)
 	}
-	if found := e2etest.FilesContaining(t, sealed, e2etest.Marker); len(found) != 0 {
-		t.Errorf("sealed files contain the marker %q in plain text: %v", e2etest.Marker, found)
+	if found := e2etest.FilesContaining(t, e2etest.StoredFiles(t, server.StoreDir()), e2etest.Marker); len(found) != 0 {
+		t.Errorf("files of the store contain the marker %q in plain text after CMEK was enabled: %v", e2etest.Marker, found)
 	}
 
 	// Data cached only while CMEK is on: --action_env gives the marker

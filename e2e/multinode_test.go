@@ -131,13 +131,14 @@ func TestMultiNodeCMEKAndOrgDeletion(t *testing.T) {
 	if found := liveRowsHolding(t, shared.MetadataURL, halves); len(found) != 0 {
 		t.Errorf("after disabling, live rows in PostgreSQL still hold a wrapped key half: %v", found)
 	}
-	e2etest.PollUntil(t, 50*time.Millisecond, changeTimeout, "the sealed objects to leave the bucket and every disk", func() string {
+	e2etest.PollUntil(t, 50*time.Millisecond, changeTimeout, "the sealed objects to leave the bucket and every node to apply the disable", func() string {
 		if objs := shared.Objects(t, sealedPrefix); len(objs) != 0 {
 			return fmt.Sprintf("%d sealed objects in the bucket", len(objs))
 		}
 		for _, n := range nodes {
-			if files := e2etest.StoredFiles(t, n.OrgDir(org)+"/k"+keyID); len(files) != 0 {
-				return fmt.Sprintf("%d sealed files on the disk of node %s", len(files), n.GRPCAddr)
+			// One line for the enable, one for the disable.
+			if applied := n.LogLines(deletedOnNode, "org="+org, `why="encryption changed"`); applied < 2 {
+				return fmt.Sprintf("node %s applied %d of the 2 changes", n.GRPCAddr, applied)
 			}
 		}
 		return ""
@@ -153,10 +154,9 @@ func TestMultiNodeCMEKAndOrgDeletion(t *testing.T) {
 		acmeBazel.CleanExpunge()
 		acmeBazel.Build(append(n.GRPCFlags(acmeKey), e2etest.Targets)...)
 	}
-	for _, n := range nodes {
-		if len(e2etest.StoredFiles(t, n.OrgDir(acme))) == 0 {
-			t.Fatalf("node %s has no file of org acme on its disk before the deletion; the check below would prove nothing", n.GRPCAddr)
-		}
+	objectsBefore := make([]float64, len(nodes))
+	for i, n := range nodes {
+		objectsBefore[i] = metricValue(n.Metrics(), "sealcache_disk_objects")
 	}
 	if len(shared.Objects(t, acme)) == 0 {
 		t.Fatal("the bucket has no object of org acme before the deletion")
@@ -168,14 +168,33 @@ func TestMultiNodeCMEKAndOrgDeletion(t *testing.T) {
 			return fmt.Sprintf("%d objects in the bucket", len(objs))
 		}
 		for _, n := range nodes {
-			if files := e2etest.StoredFiles(t, n.OrgDir(acme)); len(files) != 0 {
-				return fmt.Sprintf("%d files on the disk of node %s", len(files), n.GRPCAddr)
+			if n.LogLines(deletedOnNode, "org="+acme, `why="org deleted"`) == 0 {
+				return fmt.Sprintf("node %s has not deleted the org's objects yet", n.GRPCAddr)
 			}
 		}
 		return ""
 	})
 	t.Logf("org acme's objects were gone from the bucket and all three disk tiers %v after the deletion through node C returned", time.Since(deleted).Round(time.Millisecond))
+	for i, n := range nodes {
+		if after := metricValue(n.Metrics(), "sealcache_disk_objects"); after >= objectsBefore[i] {
+			t.Errorf("node %s's disk tier holds %v objects after the deletion, %v before; want fewer", n.GRPCAddr, after, objectsBefore[i])
+		}
+	}
+	// What each disk tier holds, read by opening it once its node stopped.
+	for _, n := range nodes {
+		n.Stop()
+		if got := e2etest.DiskObjects(t, n, acme); got != 0 {
+			t.Errorf("the disk tier of node %s holds %d objects of the deleted org", n.GRPCAddr, got)
+		}
+		if got := e2etest.DiskObjects(t, n, org+"/k"+keyID); got != 0 {
+			t.Errorf("the disk tier of node %s holds %d objects sealed under the disabled key", n.GRPCAddr, got)
+		}
+	}
 }
+
+// deletedOnNode is what a node logs once it has deleted an org's objects
+// after a change made through any node.
+const deletedOnNode = "deleted an org's objects on this node"
 
 // evictionBudget is the --shared_max_size of the eviction test: far below
 // the load it writes, above what one build of the workspace stores.

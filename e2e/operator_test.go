@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -47,13 +45,11 @@ func TestOperatorDeletesAnOrgAndItsDataOnly(t *testing.T) {
 		t.Errorf("beta's first build after alpha cached the same actions: %q, want no remote cache hits (orgs do not share a cache)", betaCold.Processes.Line)
 	}
 
-	alphaFiles := e2etest.StoredFiles(t, server.OrgDir(alphaID))
-	betaFiles := e2etest.StoredFiles(t, server.OrgDir(betaID))
-	if len(alphaFiles) == 0 || len(betaFiles) == 0 {
-		t.Fatalf("after both builds, alpha has %d files under %s and beta %d under %s; want both filled",
-			len(alphaFiles), server.OrgDir(alphaID), len(betaFiles), server.OrgDir(betaID))
+	alphaBefore, betaBefore := shredCheck(t, server, alphaID), shredCheck(t, server, betaID)
+	if alphaBefore.Objects == 0 || betaBefore.Objects == 0 {
+		t.Fatalf("after both builds, alpha has %d objects and beta %d; want both filled", alphaBefore.Objects, betaBefore.Objects)
 	}
-	t.Logf("before deleting alpha: %d files of alpha, %d of beta", len(alphaFiles), len(betaFiles))
+	t.Logf("before deleting alpha: %d objects of alpha, %d of beta", alphaBefore.Objects, betaBefore.Objects)
 
 	// The confirmation must name the org.
 	if r := server.CLI(operator, "admin", "orgs", "delete", alphaID, "--confirm", "beta"); r.ExitCode == 0 {
@@ -61,17 +57,8 @@ func TestOperatorDeletesAnOrgAndItsDataOnly(t *testing.T) {
 	}
 	server.Admin(operator, nil, "orgs", "delete", alphaID, "--confirm", "alpha")
 
-	var left []string
-	for _, f := range e2etest.StoredFiles(t, filepath.Join(server.DataDir, "cas")) {
-		if strings.Contains(f, alphaID) {
-			left = append(left, f)
-		}
-	}
-	if len(left) != 0 {
-		t.Errorf("after deleting alpha, %d of its files remain: %v", len(left), left)
-	}
-	if got := e2etest.StoredFiles(t, server.OrgDir(betaID)); !slices.Equal(got, betaFiles) {
-		t.Errorf("deleting alpha changed beta's files: %d before, %d after", len(betaFiles), len(got))
+	if got := shredCheck(t, server, betaID); got.Objects != betaBefore.Objects {
+		t.Errorf("deleting alpha changed beta's objects: %d before, %d after", betaBefore.Objects, got.Objects)
 	}
 
 	var list adminv1.ListOrgsResponse

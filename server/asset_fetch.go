@@ -231,13 +231,10 @@ func newAssetDownloader(cfg Config, log *slog.Logger) *assetDownloader {
 	d := &assetDownloader{
 		policy:   hostPolicy{allowed: lowercase(cfg.AssetFetchAllowedHosts)},
 		timeout:  cfg.AssetFetchTimeout,
-		maxBytes: cfg.MaxSize,
-		sizeFlag: "--max_size",
+		maxBytes: cfg.BlobLimit().Bytes,
+		sizeFlag: cfg.BlobLimit().Flag,
 		spoolDir: filepath.Join(cfg.DataDir, assetSpoolDirName),
 		log:      log,
-	}
-	if cfg.MaxBlobSize > 0 {
-		d.maxBytes, d.sizeFlag = cfg.MaxBlobSize, "--max_blob_size"
 	}
 	dialer := &net.Dialer{
 		Timeout: assetDialTimeout,

@@ -2,6 +2,9 @@ package server
 
 import (
 	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"math"
 
 	"github.com/sealcache/sealcache/encryption"
@@ -157,13 +160,29 @@ func (c *Config) Validate() error {
 	return c.validateScaleout()
 }
 
-// BlobSizeLimit is the largest CAS blob the server accepts: --max_blob_size,
-// or else the whole disk budget, which no larger blob could fit in.
-func (c *Config) BlobSizeLimit() int64 {
+// BlobLimit is the largest CAS blob the server accepts and the flag that
+// sets it, so that a refusal can name the flag to raise.
+type BlobLimit struct {
+	Bytes int64
+	Flag  string
+}
+
+// BlobLimit is --max_blob_size, or else the whole disk budget, which no
+// larger blob could fit in.
+func (c *Config) BlobLimit() BlobLimit {
 	if c.MaxBlobSize > 0 {
-		return c.MaxBlobSize
+		return BlobLimit{c.MaxBlobSize, "--max_blob_size"}
 	}
-	return c.MaxSize
+	return BlobLimit{c.MaxSize, "--max_size"}
+}
+
+// Check refuses a blob of size bytes (what is named by what) over the
+// limit: INVALID_ARGUMENT, because retrying cannot help.
+func (l BlobLimit) Check(what string, size int64) error {
+	if l.Bytes > 0 && size > l.Bytes {
+		return status.Errorf(codes.InvalidArgument, "%s has %d bytes, more than the server's %s of %d bytes", what, size, l.Flag, l.Bytes)
+	}
+	return nil
 }
 
 // ParseSize reads a byte size such as "20GiB", "512MB", "1.5TiB" or

@@ -35,7 +35,7 @@ type byteStreamServer struct {
 	bspb.UnimplementedByteStreamServer
 	blobs       cas.BlobStore
 	uploads     *uploadTable
-	maxBlobSize int64         // 0: no limit beyond the store's
+	blobLimit   BlobLimit
 	idleTimeout time.Duration // a Write stream silent this long is ended
 	metrics     *metrics
 	log         *slog.Logger
@@ -144,7 +144,7 @@ func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {
 	if err := checkInstanceName(rn.Instance); err != nil {
 		return err
 	}
-	if err := checkBlobSize(rn.Digest, b.maxBlobSize); err != nil {
+	if err := b.blobLimit.Check("blob "+rn.Digest.String(), rn.Digest.Size); err != nil {
 		return err
 	}
 	key := casKey(ctx, rn.Digest)

@@ -11,7 +11,7 @@ import (
 
 type capabilitiesServer struct {
 	repb.UnimplementedCapabilitiesServer
-	maxBlobSize int64 // Config.BlobSizeLimit
+	blobLimit BlobLimit
 }
 
 // GetCapabilities tells clients what this cache supports. update_enabled
@@ -29,7 +29,7 @@ func (c *capabilitiesServer) GetCapabilities(ctx context.Context, req *repb.GetC
 				UpdateEnabled: update,
 			},
 			MaxBatchTotalSizeBytes:      maxBatchTotalSize,
-			MaxCasBlobSizeBytes:         c.maxBlobSize,
+			MaxCasBlobSizeBytes:         c.blobLimit.Bytes,
 			SymlinkAbsolutePathStrategy: repb.SymlinkAbsolutePathStrategy_ALLOWED,
 			SupportedCompressors:        []repb.Compressor_Value{repb.Compressor_ZSTD},
 			SupportedBatchUpdateCompressors: []repb.Compressor_Value{

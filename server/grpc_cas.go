@@ -32,13 +32,13 @@ const (
 // casServer serves the ContentAddressableStorage service over blobs.
 type casServer struct {
 	repb.UnimplementedContentAddressableStorageServer
-	blobs       cas.BlobStore
-	maxBlobSize int64 // 0: no limit beyond the store's
-	metrics     *metrics
+	blobs     cas.BlobStore
+	blobLimit BlobLimit
+	metrics   *metrics
 }
 
-func newCASServer(blobs cas.BlobStore, maxBlobSize int64, m *metrics) *casServer {
-	return &casServer{blobs: blobs, maxBlobSize: maxBlobSize, metrics: m}
+func newCASServer(blobs cas.BlobStore, blobLimit BlobLimit, m *metrics) *casServer {
+	return &casServer{blobs: blobs, blobLimit: blobLimit, metrics: m}
 }
 
 func (c *casServer) FindMissingBlobs(ctx context.Context, req *repb.FindMissingBlobsRequest) (*repb.FindMissingBlobsResponse, error) {
@@ -136,7 +136,7 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 	if err != nil {
 		return statusProto(codes.InvalidArgument, "digest: %v", err)
 	}
-	if err := checkBlobSize(digest, c.maxBlobSize); err != nil {
+	if err := c.blobLimit.Check("blob "+digest.String(), digest.Size); err != nil {
 		return status.Convert(err).Proto()
 	}
 	var body io.Reader
@@ -346,14 +346,6 @@ func (c *casServer) readDirectory(ctx context.Context, d cas.Digest) (*repb.Dire
 
 func statusProto(code codes.Code, format string, args ...any) *spb.Status {
 	return &spb.Status{Code: int32(code), Message: fmt.Sprintf(format, args...)}
-}
-
-// checkBlobSize refuses blobs above --max_blob_size before any byte is stored.
-func checkBlobSize(d cas.Digest, maxBlobSize int64) error {
-	if maxBlobSize > 0 && d.Size > maxBlobSize {
-		return status.Errorf(codes.InvalidArgument, "blob %s is larger than the server's --max_blob_size of %d bytes", d, maxBlobSize)
-	}
-	return nil
 }
 
 var errAborted = errors.New("upload aborted")

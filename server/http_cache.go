@@ -36,7 +36,7 @@ type httpCache struct {
 	authenticate func(ctx context.Context, secret string) (principal, error)
 	metrics      *metrics
 	log          *slog.Logger
-	maxBlobSize  int64         // 0: no limit beyond the store's
+	blobLimit    BlobLimit
 	acStrict     bool          // refuse /ac/ bodies that are not ActionResults
 	idleTimeout  time.Duration // a PUT body that sends nothing this long is ended
 	refusals     *refusalLog
@@ -115,8 +115,8 @@ func (h *httpCache) serve(w http.ResponseWriter, r *http.Request) int {
 }
 
 func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Context, key cas.Key) int {
-	if h.maxBlobSize > 0 && r.ContentLength > h.maxBlobSize {
-		return httpError(w, status.Errorf(codes.InvalidArgument, "body of %d bytes is larger than the server's --max_blob_size of %d bytes", r.ContentLength, h.maxBlobSize))
+	if err := h.blobLimit.Check("the body", r.ContentLength); err != nil {
+		return httpError(w, err)
 	}
 	size := r.ContentLength // -1 (cas.SizeUnknown) when the client streams without a length
 	idle := newIdleBody(w, r.Body, h.idleTimeout)
@@ -135,11 +135,8 @@ func (h *httpCache) put(w http.ResponseWriter, r *http.Request, ctx context.Cont
 		body, size = bytes.NewReader(data), int64(len(data))
 	}
 	counted := &countingReader{r: body}
-	var limited io.Reader = counted
-	if h.maxBlobSize > 0 {
-		// A body sent without Content-Length is held to the limit too.
-		limited = &maxBlobReader{r: counted, left: h.maxBlobSize, limit: h.maxBlobSize}
-	}
+	// A body sent without Content-Length is held to the limit too.
+	limited := &maxBlobReader{r: counted, left: h.blobLimit.Bytes, limit: h.blobLimit}
 	if err := h.blobs.Put(ctx, key, size, limited); err != nil {
 		if idle.idle {
 			return h.stalled(w, r, counted.n)

@@ -7,12 +7,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// maxBlobReader fails a streamed body once it passes --max_blob_size, so a
+// maxBlobReader fails a streamed body once it passes the blob limit, so a
 // PUT without Content-Length cannot store more than the limit allows.
 type maxBlobReader struct {
 	r     io.Reader
 	left  int64
-	limit int64
+	limit BlobLimit
 }
 
 func (m *maxBlobReader) Read(p []byte) (int, error) {
@@ -22,7 +22,7 @@ func (m *maxBlobReader) Read(p []byte) (int, error) {
 	n, err := m.r.Read(p)
 	m.left -= int64(n)
 	if m.left < 0 {
-		return 0, status.Errorf(codes.InvalidArgument, "body is larger than the server's --max_blob_size of %d bytes", m.limit)
+		return 0, status.Errorf(codes.InvalidArgument, "the body is larger than the server's %s of %d bytes", m.limit.Flag, m.limit.Bytes)
 	}
 	return n, err
 }

@@ -33,31 +33,3 @@ func (m *metrics) bytesIn(protocol string, n int64) {
 func (m *metrics) bytesOut(protocol string, n int64) {
 	m.bytes.WithLabelValues(protocol, "out").Add(float64(n))
 }
-
-// storeCollector exports the disk store's own figures at scrape time.
-type storeCollector struct {
-	used, objects, evictions *prometheus.Desc
-	stats                    func() (used, objects int64, evictions uint64)
-}
-
-func newStoreCollector(stats func() (int64, int64, uint64)) *storeCollector {
-	return &storeCollector{
-		used:      prometheus.NewDesc("sealcache_disk_used_bytes", "Bytes stored in the disk store.", nil, nil),
-		objects:   prometheus.NewDesc("sealcache_disk_objects", "Objects stored in the disk store.", nil, nil),
-		evictions: prometheus.NewDesc("sealcache_disk_evictions_total", "Objects evicted to stay under --max_size.", nil, nil),
-		stats:     stats,
-	}
-}
-
-func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.used
-	ch <- c.objects
-	ch <- c.evictions
-}
-
-func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
-	used, objects, evictions := c.stats()
-	ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(used))
-	ch <- prometheus.MustNewConstMetric(c.objects, prometheus.GaugeValue, float64(objects))
-	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(evictions))
-}

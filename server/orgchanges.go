@@ -138,7 +138,7 @@ func (c *orgChanges) apply(ctx context.Context, ch orgs.Change) error {
 	case orgs.OrgDeleted:
 		delete(c.known, ch.OrgID)
 		c.log.Info("an org was deleted; deleting its objects", "org", ch.OrgID)
-		return c.fenced(ctx, ch.OrgID, func(ctx context.Context, org cas.Partition, s objectStore) error {
+		return c.fenced(ctx, ch.OrgID, "org deleted", func(ctx context.Context, org cas.Partition, s objectStore) error {
 			_, err := s.DeletePartition(ctx, org)
 			return err
 		})
@@ -162,7 +162,7 @@ func (c *orgChanges) keyIDIs(ctx context.Context, orgID, keyID string) error {
 	}
 	c.keys.Invalidate(orgID)
 	c.log.Info("an org's encryption changed; deleting its objects the new state cannot use", "org", orgID, "key_id", keyID, "previous_key_id", prev)
-	return c.fenced(ctx, orgID, func(ctx context.Context, org cas.Partition, s objectStore) error {
+	return c.fenced(ctx, orgID, "encryption changed", func(ctx context.Context, org cas.Partition, s objectStore) error {
 		keep := org
 		if keyID != "" {
 			keep = org.Child("k" + keyID)
@@ -182,21 +182,25 @@ func (c *orgChanges) keyIDIs(ctx context.Context, orgID, keyID string) error {
 }
 
 // fenced runs fn on every store while no upload of the org can publish on
-// this node.
-func (c *orgChanges) fenced(ctx context.Context, orgID string, fn func(context.Context, cas.Partition, objectStore) error) error {
+// this node, and logs when it is done (why says what changed).
+func (c *orgChanges) fenced(ctx context.Context, orgID, why string, fn func(context.Context, cas.Partition, objectStore) error) error {
 	org, err := cas.OrgPartition(orgID)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), changeTimeout)
 	defer cancel()
-	return c.fence.Fence(ctx, orgID, func(ctx context.Context) error {
+	err = c.fence.Fence(ctx, orgID, func(ctx context.Context) error {
 		var errs []error
 		for _, s := range c.stores {
 			errs = append(errs, fn(ctx, org, s))
 		}
 		return errors.Join(errs...)
 	})
+	if err == nil {
+		c.log.Info("deleted an org's objects on this node", "org", orgID, "why", why)
+	}
+	return err
 }
 
 // reconcile compares every org's key id with what this node saw last and

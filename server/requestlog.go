@@ -195,6 +195,10 @@ func (e *errorRecorder) Write(p []byte) (int, error) {
 	return e.ResponseWriter.Write(p)
 }
 
+// Unwrap lets http.ResponseController reach the connection through the
+// recorder: the idle-upload timeout sets read deadlines with it.
+func (e *errorRecorder) Unwrap() http.ResponseWriter { return e.ResponseWriter }
+
 func (e *errorRecorder) message() string {
 	b := e.body
 	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
@@ -225,13 +229,13 @@ func newEvictionLog(log *slog.Logger, maxSize int64, now func() time.Time) *evic
 	return &evictionLog{log: log, interval: logInterval, now: now, maxSize: maxSize}
 }
 
-// evicted records one evicted object of size bytes.
-func (e *evictionLog) evicted(size int64) {
+// evicted records objects evicted together, of bytes in all.
+func (e *evictionLog) evicted(objects int, bytes int64) {
 	now := e.now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.objects++
-	e.bytes += max(size, 0)
+	e.objects += int64(objects)
+	e.bytes += max(bytes, 0)
 	if now.Sub(e.lastLine) >= e.interval {
 		e.writeLocked(now)
 	}
@@ -284,50 +288,4 @@ func formatBytes(n int64) string {
 		exp++
 	}
 	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
-}
-
-// evictionTap passes the disk store's log records through to the server's
-// handler, and feeds its per-object "evicted object" debug records to an
-// evictionLog, whatever the log level.
-//
-// It is a bridge: the disk store (cas/disk) reports evictions only as debug
-// log lines today. Once it offers a hook (an OnEvict(key, size) callback in
-// its options, called after each eviction), the server should pass
-// evictionLog.evicted to it and this tap goes away.
-type evictionTap struct {
-	inner     slog.Handler
-	evictions *evictionLog
-}
-
-// evictedObjectMessage is the message of cas/disk's per-eviction debug line.
-const evictedObjectMessage = "evicted object"
-
-func (t *evictionTap) Enabled(ctx context.Context, level slog.Level) bool {
-	return level == slog.LevelDebug || t.inner.Enabled(ctx, level)
-}
-
-func (t *evictionTap) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level == slog.LevelDebug && r.Message == evictedObjectMessage {
-		var size int64
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "size" && a.Value.Kind() == slog.KindInt64 {
-				size = a.Value.Int64()
-				return false
-			}
-			return true
-		})
-		t.evictions.evicted(size)
-	}
-	if !t.inner.Enabled(ctx, r.Level) {
-		return nil
-	}
-	return t.inner.Handle(ctx, r)
-}
-
-func (t *evictionTap) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &evictionTap{inner: t.inner.WithAttrs(attrs), evictions: t.evictions}
-}
-
-func (t *evictionTap) WithGroup(name string) slog.Handler {
-	return &evictionTap{inner: t.inner.WithGroup(name), evictions: t.evictions}
 }

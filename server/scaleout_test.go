@@ -3,9 +3,7 @@ package server
 import (
 	"bytes"
 	"fmt"
-	"io/fs"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -108,8 +106,9 @@ func TestNodesShareOneCache(t *testing.T) {
 	if err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("read through the other node: %d bytes, %v", len(got), err)
 	}
-	if !filesContain(t, b.dataDir, []byte("shared between nodes")) {
-		t.Fatal("a complete read did not fill the reading node's disk tier")
+	key := cas.Key{Partition: cas.Partition(a.defaultOrg()), Kind: cas.KindCAS, Digest: d}
+	if missing, err := b.s.storage.nodes.local.FindMissing(ctx, []cas.Key{key}); err != nil || len(missing) != 0 {
+		t.Fatalf("a complete read did not fill the reading node's disk tier: missing %v, %v", missing, err)
 	}
 	if names := c.objects(t, a.defaultOrg()); len(names) != 1 {
 		t.Fatalf("the bucket holds %v for the org; want the one blob", names)
@@ -173,8 +172,8 @@ func TestCMEKChangesReachEveryNode(t *testing.T) {
 	}
 	waitUntil(t, "every disk tier to drop the sealed copies", func() string {
 		for i, env := range []*testEnv{a, b} {
-			if filesUnder(t, env.dataDir+"/cas/objects/"+org+"/k"+rec.KeyID) > 0 {
-				return fmt.Sprintf("node %d still has sealed files", i)
+			if n := tierObjects(t, env, cas.Partition(org).Child("k"+rec.KeyID)); n > 0 {
+				return fmt.Sprintf("node %d still has %d sealed objects in its disk tier", i, n)
 			}
 		}
 		return ""
@@ -203,15 +202,13 @@ func waitUntil(t *testing.T, what string, cond func() string) {
 	}
 }
 
-// filesUnder counts the regular files below dir.
-func filesUnder(t *testing.T, dir string) int {
+// tierObjects counts the objects at or below p in the node's disk tier.
+func tierObjects(t *testing.T, env *testEnv, p cas.Partition) int {
+	t.Helper()
 	n := 0
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			n++
-		}
-		return nil
-	})
+	if err := env.s.storage.nodes.local.WalkPartition(t.Context(), p, func(cas.StoredObject) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 

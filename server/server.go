@@ -306,11 +306,11 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 	}
 	g := grpc.NewServer(opts...)
 	blobs := s.storage.blobs
-	repb.RegisterCapabilitiesServer(g, &capabilitiesServer{maxBlobSize: s.cfg.BlobSizeLimit()})
-	repb.RegisterContentAddressableStorageServer(g, newCASServer(blobs, s.cfg.MaxBlobSize, s.metrics))
+	repb.RegisterCapabilitiesServer(g, &capabilitiesServer{blobLimit: s.cfg.BlobLimit()})
+	repb.RegisterContentAddressableStorageServer(g, newCASServer(blobs, s.cfg.BlobLimit(), s.metrics))
 	repb.RegisterActionCacheServer(g, newACServer(blobs))
 	bspb.RegisterByteStreamServer(g, &byteStreamServer{
-		blobs: blobs, uploads: s.uploads, maxBlobSize: s.cfg.MaxBlobSize,
+		blobs: blobs, uploads: s.uploads, blobLimit: s.cfg.BlobLimit(),
 		idleTimeout: s.cfg.UploadIdleTimeout, metrics: s.metrics, log: s.log,
 	})
 	s.registerAssetServices(g)
@@ -327,7 +327,7 @@ func (s *Server) httpHandler(grpcAddr net.Addr, tls bool) http.Handler {
 		authenticate: s.authenticate,
 		metrics:      s.metrics,
 		log:          s.log,
-		maxBlobSize:  s.cfg.MaxBlobSize,
+		blobLimit:    s.cfg.BlobLimit(),
 		acStrict:     s.cfg.HTTPACStrict,
 		idleTimeout:  s.cfg.UploadIdleTimeout,
 		refusals:     s.refusals,

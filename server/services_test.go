@@ -18,7 +18,7 @@ import (
 func TestServicesWorkOverTheFake(t *testing.T) {
 	mem := memory.New()
 	m := newMetrics(prometheus.NewRegistry())
-	casSvc, acSvc := newCASServer(mem, 0, m), newACServer(mem)
+	casSvc, acSvc := newCASServer(mem, BlobLimit{}, m), newACServer(mem)
 	ctx := withPrincipal(context.Background(), principal{KeyID: "k1", OrgID: "acme", Role: orgs.RoleWriter})
 
 	data := []byte("a blob")

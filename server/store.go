@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
 
@@ -89,16 +88,15 @@ func (s *Server) openStorage(ctx context.Context) error {
 // store as a tier in front of the shared store (S3 and its PostgreSQL
 // index), see scaleout.go.
 func (s *Server) openBackend(ctx context.Context) (cas.Backend, *nodes, error) {
-	// The tap turns the store's per-object eviction lines into a summary.
-	diskLog := slog.New(&evictionTap{inner: s.log.Handler(), evictions: s.evictions})
-	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), s.cfg.MaxSize, diskLog)
+	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), disk.Options{
+		MaxSize: s.cfg.MaxSize,
+		Logger:  s.log,
+		OnEvict: s.evictions.evicted,
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the disk store: %w", err)
 	}
-	s.registry.MustRegister(newStoreCollector(func() (int64, int64, uint64) {
-		st := d.Stats()
-		return st.UsedBytes, st.Objects, st.Evictions
-	}))
+	s.registry.MustRegister(d.Collector())
 	if s.cfg.BlobStore == "" {
 		return d, nil, nil
 	}

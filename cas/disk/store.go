@@ -1,68 +1,88 @@
 package disk
 
 import (
-	"cmp"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
 
 	"github.com/sealcache/sealcache/cas"
 )
 
-// TouchInterval is how often at most an access refreshes an object's file
-// mtime, which is what orders the LRU after a restart.
-const TouchInterval = time.Minute
+// lockStripes is the number of per-object locks. Writers of one object (Put,
+// Delete, eviction, access-time updates) take its stripe so that reading
+// the old record and writing the new one is one step; readers take none.
+const lockStripes = 256
 
-// Stats is a snapshot of the store for metrics.
-type Stats struct {
-	UsedBytes int64  // bytes of all indexed objects
-	Objects   int64  // number of indexed objects
-	Evictions uint64 // objects evicted to make room since Open
-}
-
-// Store is a size-limited directory of objects. It implements
-// cas.BlobStore and cas.PartitionStore and is safe for concurrent use.
+// Store is a size-limited local store of objects: small ones inside Pebble,
+// large ones in files. It implements cas.Backend and is safe for concurrent
+// use.
 type Store struct {
-	dir        string
-	objectsDir string
-	tmpDir     string
-	maxSize    int64
-	logger     *slog.Logger
-	lockFile   *os.File
+	dir, largeDir, trashDir string
 
-	mu        sync.Mutex // guards everything below
-	ix        *index
-	evictions uint64
-	closed    bool
+	opts     Options
+	log      *slog.Logger
+	onEvict  func(objects int, bytes int64)
+	lockFile *os.File
+	db       *pebble.DB
+	ballast  *ballast
+
+	// lifeMu is held shared by every operation and exclusively by Close,
+	// so Close waits for operations in progress and none starts after it.
+	lifeMu sync.RWMutex
+	closed atomic.Bool
+
+	// partitionMu is held shared by every write of one object and
+	// exclusively by DeletePartition, whose range deletes and counter
+	// resets must not interleave with a write to the same partition.
+	partitionMu sync.RWMutex
+	stripes     [lockStripes]sync.Mutex
+
+	usageMu   sync.Mutex // guards usage, maxSize, roomFreed
+	usage     *usage
+	maxSize   int64         // the budget after the clamp at Open
+	roomFreed chan struct{} // closed when reservations shrink; Puts waiting for room watch it
+
+	evictMu   sync.Mutex // one evictor at a time; guards rng
+	rng       *rand.Rand
+	evictions atomic.Uint64
+
+	touches touchLog
+
+	fileIDs fileIDs // reserved ids for large objects' files
+
+	wake    chan struct{} // asks the maintenance loop to run now
+	closing chan struct{}
+	bg      sync.WaitGroup
 }
 
-var (
-	_ cas.BlobStore      = (*Store)(nil)
-	_ cas.PartitionStore = (*Store)(nil)
-)
+var _ cas.Backend = (*Store)(nil)
 
 var errClosed = errors.New("disk store is closed")
 
-// Open opens (creating if needed) the store in dir, holding at most
-// maxSizeBytes of objects. It removes leftover temp files, rebuilds the index
-// from the files present and evicts the oldest if they exceed the limit.
-// A nil logger discards logs.
-func Open(dir string, maxSizeBytes int64, logger *slog.Logger) (*Store, error) {
-	if maxSizeBytes <= 0 {
-		return nil, fmt.Errorf("disk store size limit is %d bytes; give a positive size", maxSizeBytes)
+// Open opens, creating it if needed, the store in dir. It holds a lock on
+// dir until Close: only one Store (in one process) may use a directory.
+//
+// Open is quick whatever the store holds: it reads one usage record per
+// partition, not the objects. It clamps opts.MaxSize to what the file system
+// can hold, removes the previous version's layout, and succeeds on a full
+// disk (see the package doc); eviction down to the budget then runs in the
+// background.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.MaxSize <= 0 {
+		return nil, fmt.Errorf("disk store size limit is %d bytes; give a positive size", opts.MaxSize)
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	opts = opts.withDefaults()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating disk store directory: %w", err)
 	}
@@ -71,264 +91,254 @@ func Open(dir string, maxSizeBytes int64, logger *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		dir:        dir,
-		objectsDir: filepath.Join(dir, "objects"),
-		tmpDir:     filepath.Join(dir, "tmp"),
-		maxSize:    maxSizeBytes,
-		logger:     logger,
-		lockFile:   lockFile,
-		ix:         newIndex(),
+		dir:       dir,
+		largeDir:  filepath.Join(dir, largeName),
+		trashDir:  filepath.Join(dir, trashName),
+		opts:      opts,
+		log:       opts.Logger,
+		onEvict:   opts.OnEvict,
+		lockFile:  lockFile,
+		maxSize:   opts.MaxSize,
+		roomFreed: make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		closing:   make(chan struct{}),
 	}
-	if err := s.prepare(); err != nil {
+	seed := opts.seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	s.rng = rand.New(rand.NewPCG(seed, seed^0x5bd1e995))
+	s.touches.init()
+	s.touches.full = s.wakeMaintenance
+	cleanShutdown, err := s.open()
+	if err != nil {
+		if s.db != nil {
+			s.db.Close()
+		}
 		lockFile.Close()
 		return nil, err
 	}
-	s.mu.Lock()
-	s.evictLocked()
-	st := s.statsLocked()
-	s.mu.Unlock()
-	logger.Info("disk store opened", "dir", dir, "objects", st.Objects, "used_bytes", st.UsedBytes, "max_bytes", maxSizeBytes)
+	s.bg.Add(1)
+	go s.maintain(cleanShutdown)
+	st := s.Stats()
+	s.log.Info("disk store opened", "dir", dir, "objects", st.Objects, "used_bytes", st.UsedBytes,
+		"max_bytes", st.MaxBytes, "inline_max_bytes", opts.InlineMaxSize, "clean_shutdown", cleanShutdown)
 	return s, nil
 }
 
-// prepare empties tmp/, creates objects/ and loads the index.
-func (s *Store) prepare() error {
-	if err := os.RemoveAll(s.tmpDir); err != nil {
-		return fmt.Errorf("removing leftover temp files in %s: %w", s.tmpDir, err)
+// open prepares the directory, opens Pebble and loads the counters. It
+// reports whether the store was closed cleanly last time.
+func (s *Store) open() (cleanShutdown bool, err error) {
+	if err := emptyDir(s.trashDir); err != nil {
+		return false, fmt.Errorf("emptying %s: %w", s.trashDir, err)
 	}
-	for _, d := range []string{s.tmpDir, s.objectsDir} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return fmt.Errorf("creating %s: %w", d, err)
+	if err := s.removeOldLayout(); err != nil {
+		return false, err
+	}
+	if err := emptyDir(s.trashDir); err != nil {
+		return false, fmt.Errorf("emptying %s: %w", s.trashDir, err)
+	}
+	if err := os.MkdirAll(s.largeDir, 0o750); err != nil {
+		return false, fmt.Errorf("creating %s: %w", s.largeDir, err)
+	}
+	cleanPath := filepath.Join(s.dir, cleanName)
+	_, statErr := os.Stat(cleanPath)
+	cleanShutdown = statErr == nil
+	if err := os.Remove(cleanPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("removing %s: %w", cleanPath, err)
+	}
+	_, dbErr := os.Stat(filepath.Join(s.dir, pebbleName))
+	if errors.Is(dbErr, fs.ErrNotExist) {
+		cleanShutdown = true // a new store has nothing to recover
+	}
+
+	s.ballast = newBallast(filepath.Join(s.dir, ballastName), s.opts.BallastSize)
+	space, spaceErr := s.opts.diskUse(s.dir)
+	if spaceErr == nil && space.available < memTablesInMargin*s.opts.MemTableSize {
+		// Pebble writes a log, a manifest and an options file while it
+		// opens; give it the ballast's room rather than fail.
+		if freed := s.ballast.release(); freed > 0 {
+			s.log.Warn("disk store: the disk is nearly full at start-up; released the ballast so the store can open",
+				"available_bytes", space.available, "ballast_bytes", freed)
 		}
 	}
-	return s.load()
+	db, err := pebble.Open(filepath.Join(s.dir, pebbleName), s.pebbleOptions())
+	if err != nil {
+		return false, fmt.Errorf("opening the disk store database in %s: %w", s.dir, err)
+	}
+	s.db = db
+	if err := s.dropReservedFiles(); err != nil {
+		return false, err
+	}
+	if s.usage, err = loadUsage(db); err != nil {
+		return false, err
+	}
+	s.clampBudget()
+	return cleanShutdown, nil
 }
 
-// load walks objects/ and indexes every object file, ordered by mtime.
-func (s *Store) load() error {
-	var found []*entry
-	err := filepath.WalkDir(s.objectsDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, err := filepath.Rel(s.objectsDir, path)
-		if err != nil {
-			return err
-		}
-		key, perr := parseRelPath(rel)
-		if perr == nil && !d.Type().IsRegular() {
-			perr = errors.New("not a regular file")
-		}
-		if perr != nil {
-			s.logger.Warn("ignoring unexpected file in disk store", "path", path, "reason", perr.Error())
-			return nil
-		}
-		info, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		found = append(found, &entry{rel: rel, key: key, size: info.Size(), touched: info.ModTime()})
-		return nil
-	})
+// clampBudget lowers the budget to what the file system can hold: its free
+// space plus what the store already holds (objects and ballast), less the
+// margin. A budget below the store's contents makes the maintenance loop
+// evict down to it.
+func (s *Store) clampBudget() {
+	space, err := s.opts.diskUse(s.dir)
 	if err != nil {
-		return fmt.Errorf("indexing disk store %s: %w", s.objectsDir, err)
+		s.log.Warn("disk store: cannot read the file system's size; keeping the configured budget", "error", err.Error())
+		return
 	}
-	slices.SortFunc(found, func(a, b *entry) int {
-		return cmp.Or(a.touched.Compare(b.touched), cmp.Compare(a.rel, b.rel))
-	})
-	for _, e := range found {
-		s.ix.addFront(e) // newest ends up at the front
+	used := s.usage.total.bytes
+	margin := s.opts.margin(space.total)
+	fits := max(space.available+used+s.ballast.bytesHeld()-margin, 0)
+	if s.opts.MaxSize <= fits {
+		return
+	}
+	s.maxSize = fits
+	s.log.Warn("disk store: the configured size does not fit on the file system; using a smaller budget",
+		"configured_bytes", s.opts.MaxSize, "budget_bytes", fits, "available_bytes", space.available,
+		"store_bytes", used, "margin_bytes", margin)
+}
+
+// pebbleOptions tunes Pebble for values of up to InlineMaxSize bytes written
+// by many clients at once.
+func (s *Store) pebbleOptions() *pebble.Options {
+	o := &pebble.Options{
+		FS:                          newPebbleFS(s.onPebbleDiskFull),
+		CacheSize:                   s.opts.CacheSize,
+		MemTableSize:                uint64(s.opts.MemTableSize),
+		MemTableStopWritesThreshold: 4,
+		L0CompactionThreshold:       4,
+		L0StopWritesThreshold:       64,
+		Merger:                      usageMerger,
+		FormatMajorVersion:          pebble.FormatNewest,
+		Logger:                      pebbleLogger{s.log},
+		// Obsolete files are removed, logs are not recycled (see pebbleFS).
+		Cleaner: pebble.ArchiveCleaner{},
+	}
+	for i := range o.Levels {
+		l := &o.Levels[i]
+		l.BlockSize = 32 << 10
+		l.FilterPolicy = bloom.FilterPolicy(10)
+		// Cache blobs are mostly compressed already (archives, images,
+		// sealed data), and the CPU is better spent serving requests.
+		l.Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
+	o.EventListener = &pebble.EventListener{
+		BackgroundError: func(err error) {
+			s.log.Warn("disk store: background database error", "error", err.Error())
+			if isDiskFull(err) {
+				s.wakeMaintenance()
+			}
+		},
+	}
+	o.EnsureDefaults()
+	return o
+}
+
+// onPebbleDiskFull runs when Pebble meets ENOSPC; Pebble retries once after.
+func (s *Store) onPebbleDiskFull() {
+	if freed := s.ballast.release(); freed > 0 {
+		s.log.Warn("disk store: the disk is full; released the ballast so the database can keep writing while objects are evicted",
+			"ballast_bytes", freed)
+	}
+	s.wakeMaintenance()
+}
+
+// pebbleLogger sends Pebble's logs to the store's logger.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+
+// Fatalf is what Pebble calls when it cannot go on (a failed log write
+// leaves its commit pipeline broken). Exiting keeps every acknowledged
+// write: they are in the log, and the next Open replays it.
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
+	os.Exit(1)
+}
+
+// Close waits for operations in progress, writes pending access times and
+// closes the database and the directory lock. Readers already returned by
+// Get stay valid.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(s.closing)
+	s.bg.Wait()
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	s.flushTouches()
+	err := s.db.Close()
+	if err == nil {
+		if f, cerr := os.Create(filepath.Join(s.dir, cleanName)); cerr == nil {
+			f.Close()
+		}
+	}
+	if lerr := s.lockFile.Close(); err == nil {
+		err = lerr
+	}
+	if err != nil {
+		return fmt.Errorf("closing the disk store: %w", err)
 	}
 	return nil
 }
 
-// Close releases the directory lock. Readers already open stay valid.
-func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	s.mu.Unlock()
-	return s.lockFile.Close() // closing the file releases the flock
-}
-
-// Stats returns current usage figures.
-func (s *Store) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.statsLocked()
-}
-
-// OrgUsage returns the bytes stored for an org (the first partition
-// segment), plain and sealed together, from the index: no disk access.
-func (s *Store) OrgUsage(ctx context.Context, org string) (int64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ix.byOrg[org], nil
-}
-
-func (s *Store) statsLocked() Stats {
-	return Stats{UsedBytes: s.ix.used, Objects: int64(s.ix.len()), Evictions: s.evictions}
-}
-
-func (s *Store) abs(rel string) string { return filepath.Join(s.objectsDir, rel) }
-
-func notFound(k cas.Key) error { return fmt.Errorf("%s: %w", k, cas.ErrNotFound) }
-
-// Get opens the object at offset.
-func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
-	rel, err := relPath(key)
-	if err != nil {
-		return nil, 0, err
-	}
-	if offset < 0 {
-		return nil, 0, fmt.Errorf("reading %s: negative offset %d", key, offset)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, 0, err
-	}
-	found, refresh, err := s.markUsed([]string{rel})
-	if err != nil {
-		return nil, 0, err
-	}
-	if !found[0] {
-		return nil, 0, notFound(key)
-	}
-	path := s.abs(rel)
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, 0, notFound(key) // evicted or deleted since the index lookup
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
-	}
-	s.refreshMtimes(refresh)
-	info, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
-	}
-	if offset > info.Size() {
-		f.Close()
-		return nil, 0, fmt.Errorf("reading %s: offset %d is beyond the end of the object (%d bytes)", key, offset, info.Size())
-	}
-	if offset > 0 {
-		if _, err := f.Seek(offset, io.SeekStart); err != nil {
-			f.Close()
-			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
-		}
-	}
-	return f, info.Size(), nil
-}
-
-// FindMissing reports the keys not stored; every hit counts as a use, which
-// is how Bazel keeps the blobs it references alive.
-func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
-	rels := make([]string, len(keys))
-	for i, k := range keys {
-		rel, err := relPath(k)
-		if err != nil {
-			return nil, err
-		}
-		rels[i] = rel
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	found, refresh, err := s.markUsed(rels)
-	if err != nil {
-		return nil, err
-	}
-	s.refreshMtimes(refresh)
-	var missing []cas.Key
-	for i, k := range keys {
-		if rels[i] != "" && !found[i] {
-			missing = append(missing, k)
-		}
-	}
-	return missing, nil
-}
-
-// markUsed moves every indexed rel to the front of the LRU order and returns
-// which were found and which files need their mtime refreshed. Empty rels
-// are skipped.
-func (s *Store) markUsed(rels []string) (found []bool, refresh []string, err error) {
-	now := time.Now()
-	found = make([]bool, len(rels))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, nil, errClosed
-	}
-	for i, rel := range rels {
-		if rel == "" {
-			continue
-		}
-		e, needsTouch := s.ix.use(rel, now, TouchInterval)
-		found[i] = e != nil
-		if needsTouch {
-			refresh = append(refresh, rel)
-		}
-	}
-	return found, refresh, nil
-}
-
-// refreshMtimes sets the files' mtimes to now. Failures (a file evicted in
-// the meantime) only cost LRU precision after a restart.
-func (s *Store) refreshMtimes(rels []string) {
-	now := time.Now()
-	for _, rel := range rels {
-		if err := os.Chtimes(s.abs(rel), now, now); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.logger.Debug("could not refresh object mtime", "path", rel, "error", err.Error())
-		}
-	}
-}
-
-// Delete removes one object; a missing object is not an error.
-func (s *Store) Delete(ctx context.Context, key cas.Key) error {
-	rel, err := relPath(key)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+// enter starts an operation; the caller must call s.lifeMu.RUnlock when it
+// ends. It fails once Close has begun.
+func (s *Store) enter() error {
+	s.lifeMu.RLock()
+	if s.closed.Load() {
+		s.lifeMu.RUnlock()
 		return errClosed
 	}
-	s.ix.remove(rel)
-	if err := os.Remove(s.abs(rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("deleting %s: %w", key, err)
-	}
 	return nil
 }
 
-// evictLocked removes least recently used objects until the total fits.
-func (s *Store) evictLocked() {
-	for s.ix.used > s.maxSize {
-		e := s.ix.oldest()
-		if e == nil {
-			return
-		}
-		s.ix.remove(e.rel)
-		// Unlinking a file that someone is reading is fine: their open file
-		// stays readable until they close it.
-		if err := os.Remove(s.abs(e.rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.logger.Warn("evicting object failed; its bytes stay on disk until the next restart", "key", e.key.String(), "error", err.Error())
-		}
-		s.evictions++
-		s.logger.Debug("evicted object", "key", e.key.String(), "size", e.size)
+// wakeMaintenance asks the maintenance loop to run soon.
+func (s *Store) wakeMaintenance() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
-// isDiskFull reports whether err means the file system has no room.
-func isDiskFull(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+// maintenanceInterval is how often the maintenance loop runs unasked: it
+// writes access times, evicts down to the budget, remakes the ballast.
+const maintenanceInterval = 10 * time.Second
+
+// maintain runs background work until Close.
+func (s *Store) maintain(cleanShutdown bool) {
+	defer s.bg.Done()
+	if !cleanShutdown {
+		s.removeOrphanFiles()
+	}
+	t := time.NewTicker(maintenanceInterval)
+	defer t.Stop()
+	for {
+		s.maintainOnce()
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+	}
+}
+
+func (s *Store) maintainOnce() {
+	if err := s.enter(); err != nil {
+		return
+	}
+	defer s.lifeMu.RUnlock()
+	s.flushTouches()
+	s.evictToBudget()
+	s.relieveFullDisk()
+	s.restoreBallast()
 }

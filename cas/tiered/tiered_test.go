@@ -250,7 +250,7 @@ func TestDeletesReachBothTiers(t *testing.T) {
 func TestConformanceOverDiskAndSharedIndex(t *testing.T) {
 	castest.Run(t, castest.Options{}, func(t *testing.T) cas.Backend {
 		log := slog.New(slog.DiscardHandler)
-		d, err := disk.Open(t.TempDir(), 1<<30, log)
+		d, err := disk.Open(t.TempDir(), disk.Options{MaxSize: 1 << 30, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}

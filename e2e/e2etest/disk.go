@@ -9,15 +9,11 @@ import (
 	"testing"
 )
 
-// ObjectsDir is where the server's disk store keeps objects: one directory
-// per org id below it, and for sealed data one more per key id ("k..."):
-//
-//	DATA_DIR/cas/objects/ORG/@cas/...        plain objects
-//	DATA_DIR/cas/objects/ORG/kKEYID/@cas/... objects sealed under a key id
-func (s *Server) ObjectsDir() string { return filepath.Join(s.DataDir, "cas", "objects") }
-
-// OrgDir is the directory of one org's objects below ObjectsDir.
-func (s *Server) OrgDir(orgID string) string { return filepath.Join(s.ObjectsDir(), orgID) }
+// StoreDir is where the server's disk store keeps every object, of every
+// org: small ones inside its database files, large ones in files of their
+// own. Tests search all of it for bytes that must (or must not) be there,
+// and count an org's objects with the shred check, which walks the store.
+func (s *Server) StoreDir() string { return filepath.Join(s.DataDir, "cas") }
 
 // StoredFiles returns every regular file below dir (none when dir does not
 // exist).

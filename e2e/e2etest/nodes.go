@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/disk"
 	"github.com/sealcache/sealcache/internal/pgtest"
 	"github.com/sealcache/sealcache/internal/s3test"
 )
@@ -207,4 +209,36 @@ func (s *Server) Metrics() string {
 		s.t.Fatalf("GET /metrics: %s, %v", resp.Status, err)
 	}
 	return string(body)
+}
+
+// DiskObjects counts the objects at or below partition in the disk store
+// (a node's disk tier) of a server that has stopped: it opens the store
+// itself, as the server would at its next start.
+func DiskObjects(t testing.TB, s *Server, partition string) int {
+	t.Helper()
+	d, err := disk.Open(s.StoreDir(), disk.Options{MaxSize: 20 << 30})
+	if err != nil {
+		t.Fatalf("opening the disk store of the stopped server %s: %v", s.GRPCAddr, err)
+	}
+	defer d.Close()
+	n := 0
+	if err := d.WalkPartition(context.Background(), cas.Partition(partition), func(cas.StoredObject) error { n++; return nil }); err != nil {
+		t.Fatalf("walking %s in the disk store of %s: %v", partition, s.GRPCAddr, err)
+	}
+	return n
+}
+
+// LogLines counts the lines of the server's log that hold every one of parts.
+func (s *Server) LogLines(parts ...string) int {
+	n := 0
+	for _, line := range strings.Split(s.Log(), "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
 }
