@@ -42,8 +42,11 @@
 // which removes parts of uploads whose abort failed (the process died
 // mid-upload); versioning off, since overwritten AC entries and deleted
 // orgs would otherwise stay billed (and readable by the bucket's owner);
-// and an expiration rule if the cache should forget old blobs, as S3 keeps
-// no access order for an LRU. Credentials need s3:ListBucket on the bucket
+// and, only when this store is used alone, an expiration rule if the cache
+// should forget old blobs, as S3 keeps no access order for an LRU. Under
+// the shared index (cas/shared) there must be no expiration rule: the
+// index evicts by least recent use, and an object expired behind its back
+// is one it still lists. Credentials need s3:ListBucket on the bucket
 // and s3:GetObject, s3:PutObject, s3:DeleteObject and
 // s3:AbortMultipartUpload on PREFIX/*.
 package s3
