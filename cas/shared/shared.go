@@ -75,6 +75,9 @@ func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadClos
 	}
 	rc, size, err := s.objects.Get(ctx, key, offset)
 	if errors.Is(err, cas.ErrNotFound) {
+		if has, herr := s.index.Has(ctx, []cas.Key{key}); herr != nil || !has[0] {
+			return nil, 0, notFound(key) // deleted meanwhile, row first: a plain miss
+		}
 		s.log.Warn("the object store lost an indexed object; deleting its index row. Objects must only be deleted by Sealcache: remove expiration rules from the bucket",
 			"key", key.String())
 		if derr := s.Delete(context.WithoutCancel(ctx), key); derr != nil {
