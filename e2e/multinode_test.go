@@ -110,6 +110,7 @@ func TestMultiNodeCMEKAndOrgDeletion(t *testing.T) {
 	}
 	halves := wrappedHalves(t, shared.MetadataURL, keyID)
 
+	invoked := time.Now()
 	c.Admin(key, nil, "encryption", "disable", "--yes")
 	committed := time.Now()
 	var wg sync.WaitGroup
@@ -123,8 +124,8 @@ func TestMultiNodeCMEKAndOrgDeletion(t *testing.T) {
 				}
 				return fmt.Sprintf("missing %v, err %v", missing, err)
 			})
-			t.Logf("node %s refused the org's sealed data %v after the disable through node C returned (%v after the first poll began)",
-				name, time.Since(committed).Round(time.Millisecond), took.Round(time.Millisecond))
+			t.Logf("node %s refused the org's sealed data %v after the disable through node C returned (%v after the CLI was started; %v of polling)",
+				name, time.Since(committed).Round(time.Millisecond), time.Since(invoked).Round(time.Millisecond), took.Round(time.Millisecond))
 		})
 	}
 	wg.Wait()
