@@ -3,12 +3,10 @@ package server
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/sealcache/sealcache/cas"
 	"github.com/sealcache/sealcache/cas/completeness"
-	"github.com/sealcache/sealcache/cas/disk"
 	"github.com/sealcache/sealcache/cas/emptyblob"
 	"github.com/sealcache/sealcache/cas/fence"
 	"github.com/sealcache/sealcache/cas/lookups"
@@ -81,26 +79,6 @@ func (s *Server) openStorage(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// openBackend opens the bottom of the stack: the one place that knows
-// which backend it is. One node: the disk store. Many nodes: the disk
-// store as a tier in front of the shared store (S3 and its PostgreSQL
-// index), see scaleout.go.
-func (s *Server) openBackend(ctx context.Context) (cas.Backend, *nodes, error) {
-	d, err := disk.Open(filepath.Join(s.cfg.DataDir, "cas"), disk.Options{
-		MaxSize: s.cfg.MaxSize,
-		Logger:  s.log,
-		OnEvict: s.evictions.evicted,
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening the disk store: %w", err)
-	}
-	s.registry.MustRegister(d.Collector())
-	if s.cfg.BlobStore == "" {
-		return d, nil, nil
-	}
-	return s.openTiered(ctx, d)
 }
 
 // openKeyProvider opens the KMS clients and this node's derived-key cache.
