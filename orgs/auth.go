@@ -140,12 +140,13 @@ func (a *Authenticator) Authenticate(ctx context.Context, secret string) (APIKey
 	// the secret's bytes, so a map lookup (not constant-time) is fine.
 	cacheKey := string(hash[:])
 	now := a.cfg.Now()
-	if e, found := a.cache.Get(cacheKey); found && e.generation == a.generation.Load() && now.Before(e.expires) {
-		if !e.ok {
+	prev, found := a.cache.Get(cacheKey)
+	if found && prev.generation == a.generation.Load() && now.Before(prev.expires) {
+		if !prev.ok {
 			return APIKey{}, ErrUnauthenticated
 		}
-		a.noteUse(e, now)
-		return e.key, nil
+		a.noteUse(prev, now)
+		return prev.key, nil
 	}
 
 	generation := a.generation.Load() // before the query: see InvalidateAll
@@ -159,6 +160,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, secret string) (APIKey
 	}
 	e := &authEntry{ok: true, key: key, expires: now.Add(a.cfg.CacheTTL), generation: generation}
 	e.lastUsed.Store(toNanos(key.LastUsed))
+	if found && prev.ok && prev.key.ID == key.ID {
+		// An entry dropped by an invalidation may have queued a write the
+		// database does not show yet; keep its time, or the key would be
+		// written again at once.
+		e.lastUsed.Store(max(e.lastUsed.Load(), prev.lastUsed.Load()))
+	}
 	a.remember(cacheKey, e, a.cfg.CacheTTL)
 	a.noteUse(e, now)
 	return key, nil
