@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,22 +56,27 @@ func BenchmarkFindMissing(b *testing.B) {
 	})
 }
 
-// BenchmarkCacheThroughput runs the client-side bench (as `sealcache bench`
-// does) against an in-process server.
+// BenchmarkCacheThroughput runs the client bench (as `sealcache bench`
+// does) against an in-process server, with small workloads: a quick check
+// that every measurement runs. Figures that count come from `make bench`,
+// with the server in its own process.
 func BenchmarkCacheThroughput(b *testing.B) {
 	env := startBenchServer(b, AnonymousNone)
 	o := bench.DefaultOptions()
-	o.LargeSize = 256 << 20
+	o.Runs = 1
+	o.Large.Size = 64 << 20
+	o.Mixed.Blobs = 500
+	o.FindMissing.Calls = 10
+	o.Zstd.StreamSize = 8 << 20
+	dial := func() (*grpc.ClientConn, error) { return env.dial(env.adminKey), nil }
 	for b.Loop() {
-		r, err := bench.Run(context.Background(), env.conn, o)
+		r, err := bench.Run(context.Background(), []bench.Target{{Name: "plain", Dial: dial}}, o)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Log(r)
-		b.ReportMetric(r.LargeUploadMBps, "up-MB/s")
-		b.ReportMetric(r.LargeDownloadMBps, "down-MB/s")
-		b.ReportMetric(r.FindMissingDigestsPerSec, "findmissing-digests/s")
-		b.ReportMetric(r.SmallUploadBlobsPerSec, "small-upload-blobs/s")
+		var table strings.Builder
+		bench.Table(&table, r, nil)
+		b.Log("\n" + table.String())
 	}
 }
 
@@ -133,12 +139,14 @@ func BenchmarkSealedVsPlain(b *testing.B) {
 		b.Run(name+"/large", func(b *testing.B) {
 			for b.Loop() {
 				seed := benchSeed.Add(1)
-				up, down, err := bench.Large(context.Background(), env.bs(), "", large, seed)
+				o := bench.DefaultLarge()
+				o.Size, o.Seed = large, seed
+				r, err := bench.Large(context.Background(), env.bs(), o)
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.ReportMetric(up, "up-MB/s")
-				b.ReportMetric(down, "down-MB/s")
+				b.ReportMetric(r.UploadMBps, "up-MB/s")
+				b.ReportMetric(r.DownloadMBps, "down-MB/s")
 			}
 		})
 		b.Run(name+"/small", func(b *testing.B) {
