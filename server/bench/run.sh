@@ -49,14 +49,13 @@ start() {
 	data="$work/$1-data"
 	log="$out/$1-server.log"
 	drop_caches
-	"$2" --data_dir "$data" --grpc_address 127.0.0.1:0 --http_address 127.0.0.1:0 --log_level warn \
+	"$2" --data_dir "$data" --grpc_address 127.0.0.1:0 --http_address 127.0.0.1:0 \
 		>"$out/$1-server.out" 2>"$log" &
 	pid=$!
-	# The server prints its initial keys once both ports serve; the
-	# "serving" log line has the addresses (logged at info, so read them
-	# from the banner's flags instead).
+	# The "serving" log line names the ports really bound, and comes
+	# once both ports serve and the initial keys are written.
 	i=0
-	until grep -q 'remote_cache=grpc://' "$out/$1-server.out" 2>/dev/null; do
+	until grep -q 'msg=serving' "$log" 2>/dev/null; do
 		i=$((i + 1))
 		if [ $i -gt 300 ] || ! kill -0 "$pid" 2>/dev/null; then
 			echo "the server did not start; its log:" >&2
@@ -65,8 +64,8 @@ start() {
 		fi
 		sleep 0.1
 	done
-	grpc=$(sed -n 's/.*--remote_cache=grpc:\/\/\([^ ]*\).*/\1/p' "$out/$1-server.out" | head -n1)
-	http=$(sed -n 's/.*settings page at http:\/\/\([^/ ]*\)\/.*/\1/p' "$out/$1-server.out" | head -n1)
+	grpc=$(sed -n 's/.*msg=serving.* grpc_address=\([^ ]*\).*/\1/p' "$log" | head -n1)
+	http=$(sed -n 's/.*msg=serving.* http_address=\([^ ]*\).*/\1/p' "$log" | head -n1)
 	admin_key=$(cat "$data/initial-admin-api-key")
 	operator_key=$(cat "$data/initial-operator-api-key")
 }
