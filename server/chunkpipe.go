@@ -19,12 +19,25 @@ import (
 type chunkPipe struct {
 	mu     sync.Mutex
 	cond   sync.Cond
-	queue  [][]byte // written, not yet read
-	queued int      // bytes in queue
+	queue  []chunk // written, not yet read
+	queued int     // bytes in queue
 	limit  int
-	cur    []byte // the reader's current chunk, partly read
-	werr   error  // the writer closed the pipe: io.EOF, or why not
-	rerr   error  // the reader closed the pipe: why
+	cur    chunk // the reader's current chunk, partly read
+	werr   error // the writer closed the pipe: io.EOF, or why not
+	rerr   error // the reader closed the pipe: why
+}
+
+// chunk is a written slice and the buffer to give back (putUploadBuf) once
+// it has been read, if it came from the pool.
+type chunk struct {
+	b   []byte
+	buf *[]byte
+}
+
+func (c chunk) release() {
+	if c.buf != nil {
+		putUploadBuf(c.buf)
+	}
 }
 
 // chunkPipeLimit is how many bytes may wait in an upload's pipe: a few
@@ -40,8 +53,15 @@ func newChunkPipe(limit int) *chunkPipe {
 
 // Write queues b for the reader. It waits while the queue is full, and
 // fails once the reader has closed the pipe or the writer has.
-func (p *chunkPipe) Write(b []byte) (int, error) {
+func (p *chunkPipe) Write(b []byte) (int, error) { return p.WriteBuf(b, nil) }
+
+// WriteBuf is Write of b, a slice of the pooled buffer buf (or nil), which
+// the pipe gives back once b has been read or dropped; also when WriteBuf
+// fails.
+func (p *chunkPipe) WriteBuf(b []byte, buf *[]byte) (int, error) {
+	c := chunk{b, buf}
 	if len(b) == 0 {
+		c.release()
 		return 0, nil
 	}
 	p.mu.Lock()
@@ -51,11 +71,13 @@ func (p *chunkPipe) Write(b []byte) (int, error) {
 	}
 	switch {
 	case p.rerr != nil:
+		c.release()
 		return 0, p.rerr
 	case p.werr != nil:
+		c.release()
 		return 0, io.ErrClosedPipe
 	}
-	p.queue = append(p.queue, b)
+	p.queue = append(p.queue, c)
 	p.queued += len(b)
 	p.cond.Broadcast()
 	return len(b), nil
@@ -70,7 +92,7 @@ func (p *chunkPipe) Read(b []byte) (int, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for len(p.cur) == 0 && len(p.queue) == 0 && p.werr == nil && p.rerr == nil {
+	for len(p.cur.b) == 0 && len(p.queue) == 0 && p.werr == nil && p.rerr == nil {
 		p.cond.Wait()
 	}
 	if p.rerr != nil {
@@ -78,18 +100,24 @@ func (p *chunkPipe) Read(b []byte) (int, error) {
 	}
 	n := 0
 	for n < len(b) {
-		if len(p.cur) == 0 {
+		if len(p.cur.b) == 0 {
+			p.cur.release()
+			p.cur = chunk{}
 			if len(p.queue) == 0 {
 				break
 			}
 			p.cur = p.queue[0]
-			p.queue[0] = nil
+			p.queue[0] = chunk{}
 			p.queue = p.queue[1:]
 		}
-		c := copy(b[n:], p.cur)
-		p.cur = p.cur[c:]
+		c := copy(b[n:], p.cur.b)
+		p.cur.b = p.cur.b[c:]
 		p.queued -= c
 		n += c
+	}
+	if len(p.cur.b) == 0 {
+		p.cur.release()
+		p.cur = chunk{}
 	}
 	if n > 0 {
 		p.cond.Broadcast() // room for the writer
@@ -127,14 +155,21 @@ func (p *chunkPipe) CloseRead(err error) {
 	if p.rerr == nil {
 		p.rerr = err
 	}
-	p.queue, p.cur, p.queued = nil, nil, 0
+	p.cur.release()
+	for _, c := range p.queue {
+		c.release()
+	}
+	p.queue, p.cur, p.queued = nil, chunk{}, 0
 	p.cond.Broadcast()
 }
 
-// copyingWriter copies each write before handing it to a chunkPipe, for
-// writers that reuse their buffer (a zstd decoder's WriteTo does).
+// copyingWriter copies each write into a pooled buffer before handing it to
+// a chunkPipe, for writers that reuse their buffer (a zstd decoder's
+// WriteTo does).
 type copyingWriter struct{ p *chunkPipe }
 
 func (w copyingWriter) Write(b []byte) (int, error) {
-	return w.p.Write(append([]byte(nil), b...))
+	buf := getUploadBuf(len(b))
+	copy(*buf, b)
+	return w.p.WriteBuf(*buf, buf)
 }

@@ -41,6 +41,18 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) { return c.std.Mars
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
+	case *writeMsg:
+		// The one copy, into a pooled buffer that m.Data points into.
+		buf := getUploadBuf(data.Len())
+		data.CopyTo(*buf)
+		m.WriteRequest = &bspb.WriteRequest{}
+		if decodeWriteRequest(*buf, m.WriteRequest) {
+			m.buf = buf
+			return nil
+		}
+		err := proto.Unmarshal(*buf, m.WriteRequest)
+		putUploadBuf(buf) // proto copied what it kept
+		return err
 	case *bspb.WriteRequest:
 		buf := data.Materialize() // the one copy; m.Data points into it
 		if decodeWriteRequest(buf, m) {
@@ -56,6 +68,23 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return proto.Unmarshal(buf.ReadOnlyData(), m)
 	}
 	return c.std.Unmarshal(data, v)
+}
+
+// writeMsg is a WriteRequest whose Data lies in a pooled upload buffer:
+// what the ByteStream Write handler receives (recvWrite). Whoever ends up
+// with the bytes gives the buffer back with release, after which Data must
+// not be used; a chunkPipe does that for the data written to it.
+type writeMsg struct {
+	*bspb.WriteRequest
+	buf *[]byte // nil when Data is not pooled
+}
+
+// release gives the buffer back; m.Data must not be used after.
+func (m *writeMsg) release() {
+	if m.buf != nil {
+		putUploadBuf(m.buf)
+		m.buf = nil
+	}
 }
 
 // decodeWriteRequest decodes b into m, with m.Data aliasing b, or reports

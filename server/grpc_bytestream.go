@@ -181,7 +181,10 @@ func (r *readSender) flush() error {
 
 func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {
 	ctx := stream.Context()
-	in := newIdleReceiver(stream.Recv, b.idleTimeout)
+	in := newIdleReceiver(func() (*writeMsg, error) {
+		m := &writeMsg{}
+		return m, stream.RecvMsg(m) // into a pooled buffer: see writeMsg
+	}, b.idleTimeout)
 	defer in.stop()
 	req, err := in.Recv()
 	if errors.Is(err, errUploadIdle) {
@@ -227,14 +230,18 @@ func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {
 			b.uploads.abort(up, errAborted)
 			return status.Errorf(codes.InvalidArgument, "received more than the %d bytes of blob %s; nothing was stored", rn.Digest.Size, rn.Digest)
 		}
-		if len(req.Data) > 0 {
-			if _, err := up.pw.Write(req.Data); err != nil {
+		if n := len(req.Data); n > 0 {
+			// The pipe takes the message's buffer and gives it back.
+			_, err := up.pw.WriteBuf(req.Data, req.buf)
+			req.buf = nil
+			if err != nil {
 				b.uploads.abort(up, err)
 				return storeError(up.wait())
 			}
-			up.received.Add(int64(len(req.Data)))
-			b.metrics.bytesIn("grpc", int64(len(req.Data)))
+			up.received.Add(int64(n))
+			b.metrics.bytesIn("grpc", int64(n))
 		}
+		req.release()
 		if req.FinishWrite {
 			up.pw.Close()
 			err := up.wait()
@@ -296,7 +303,7 @@ func (b *byteStreamServer) QueryWriteStatus(ctx context.Context, req *bspb.Query
 type upload struct {
 	id         uploadID
 	compressed bool
-	pw         *chunkPipe // Write gives up req.Data: WriteRequests are not reused
+	pw         *chunkPipe // takes each message's data and buffer (WriteBuf)
 	// received counts bytes from the client (compressed bytes for zstd);
 	// QueryWriteStatus reads it while the writing stream adds to it.
 	received atomic.Int64
