@@ -150,12 +150,20 @@ func measure(ctx context.Context, m string, t Target, seed uint64, o Options, s 
 		s.add("zstd.stream.read", r.StreamReadMBps)
 		s.add("zstd.stream.write.rel", r.StreamWriteMBps/r.DecodeAloneMBps)
 		s.add("zstd.stream.read.rel", r.StreamReadMBps/r.EncodeAloneMBps)
+		s.add("zstd.stream.write.plain", r.PlainStreamWrite)
+		s.add("zstd.stream.read.plain", r.PlainStreamReadMBps)
+		s.add("zstd.stream.write.bound", r.StreamWriteMBps/min(r.DecodeAloneMBps, r.PlainStreamWrite))
+		s.add("zstd.stream.read.bound", r.StreamReadMBps/min(r.EncodeAloneMBps, r.PlainStreamReadMBps))
 		s.add("zstd.batch.encode", r.BatchEncodeAloneMBps)
 		s.add("zstd.batch.decode", r.BatchDecodeAlone)
 		s.add("zstd.batch.write", r.BatchWriteMBps)
 		s.add("zstd.batch.read", r.BatchReadMBps)
 		s.add("zstd.batch.write.rel", r.BatchWriteMBps/r.BatchDecodeAlone)
 		s.add("zstd.batch.read.rel", r.BatchReadMBps/r.BatchEncodeAloneMBps)
+		s.add("zstd.batch.write.plain", r.PlainBatchWrite)
+		s.add("zstd.batch.read.plain", r.PlainBatchReadMBps)
+		s.add("zstd.batch.write.bound", r.BatchWriteMBps/min(r.BatchDecodeAlone, r.PlainBatchWrite))
+		s.add("zstd.batch.read.bound", r.BatchReadMBps/min(r.BatchEncodeAloneMBps, r.PlainBatchReadMBps))
 	case "batch":
 		bo := o.Batch
 		bo.Seed = seed
