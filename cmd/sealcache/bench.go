@@ -49,6 +49,7 @@ Flags:
 	large := fs.String("large_size", "1GiB", "size of the large blob")
 	fs.IntVar(&o.Mixed.Clients, "clients", o.Mixed.Clients, "concurrent clients of the mixed load and of the load beside FindMissing")
 	fs.IntVar(&o.Mixed.Blobs, "mixed_blobs", o.Mixed.Blobs, "blobs written by the mixed load")
+	fs.IntVar(&o.FindMissing.Calls, "findmissing_calls", o.FindMissing.Calls, "timed FindMissingBlobs calls, idle and again under load")
 	zstdSize := fs.String("zstd_size", "256MiB", "size of the blob sent and read with compressed ByteStream")
 	serverPID := fs.Int("server_pid", 0, "pid of the server on this machine: sample its RSS from /proc during the large transfer")
 	metricsURL := fs.String("metrics_url", "", "the server's /metrics URL: sample process_resident_memory_bytes during the large transfer (when --server_pid is not given)")
