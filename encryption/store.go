@@ -185,6 +185,15 @@ func (s *sealingStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.K
 	if len(sealed) == 0 {
 		return s.plain.FindMissing(ctx, keys)
 	}
+	if len(plain) == 0 {
+		res, err := s.sealed.FindMissing(ctx, sealedKeys)
+		if err != nil {
+			return nil, err
+		}
+		var out []cas.Key
+		cas.MarkMissing(sealedKeys, res, func(j int) { out = append(out, keys[j]) })
+		return out, nil
+	}
 	missing := make([]bool, len(keys))
 	if len(plain) > 0 {
 		plainKeys := make([]cas.Key, len(plain))

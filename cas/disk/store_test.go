@@ -753,3 +753,11 @@ func checkLookupSort(t *testing.T, keys [][]byte) {
 		}
 	}
 }
+
+func TestLookupKeysSortAcrossEveryByteValue(t *testing.T) {
+	var keys [][]byte
+	for i := range 256 {
+		keys = append(keys, []byte{'m', 0, byte(255 - i), byte(i), 0xff, 0, 1, 2, 3, 4})
+	}
+	checkLookupSort(t, keys)
+}
