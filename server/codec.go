@@ -11,8 +11,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// serverCodec is gRPC's protobuf codec with two messages decoded by hand,
-// because they carry most of what clients send:
+// serverCodec is gRPC's protobuf codec with download data sent without a
+// copy (readChunk, readahead.go) and two messages decoded by hand, because
+// they carry most of what clients send:
 //
 //   - WriteRequest: the standard codec copies a message's bytes twice, into
 //     one buffer and then into the data field. Here they are copied once,
@@ -37,7 +38,12 @@ func newServerCodec() serverCodec {
 
 func (c serverCodec) Name() string { return "proto" }
 
-func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) { return c.std.Marshal(v) }
+func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(*readChunk); ok {
+		return m.marshal(), nil // readahead.go: the buffer itself, no copy
+	}
+	return c.std.Marshal(v)
+}
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -122,5 +123,32 @@ func BenchmarkDecodeFindMissing(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A readChunk goes out as a ReadResponse holding the buffer's bytes, and
+// the buffer itself is what is sent (no copy), until gRPC frees it.
+func TestReadChunkIsAReadResponse(t *testing.T) {
+	for _, n := range []int{0, 1, readChunkSize} {
+		buf := readBufs.Get(n)
+		for i := range *buf {
+			(*buf)[i] = byte(i * 13)
+		}
+		want := append([]byte(nil), *buf...)
+		data, err := newServerCodec().Marshal(&readChunk{buf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bspb.ReadResponse
+		if err := proto.Unmarshal(data.Materialize(), &got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Data, want) {
+			t.Fatalf("%d bytes: decoded %d bytes that differ", n, len(got.Data))
+		}
+		if n > 0 && &data[len(data)-1].ReadOnlyData()[0] != &(*buf)[0] {
+			t.Fatalf("%d bytes: the buffer was copied", n)
+		}
+		data.Free()
 	}
 }

@@ -68,8 +68,13 @@ func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_Re
 	}
 	if rn.Compressor == repb.Compressor_ZSTD {
 		out := &readSender{stream: stream, m: b.metrics}
+		defer out.release()
 		enc := getZstdEncoder(out)
-		err := copyBlob(enc, rc, n)
+		err := readPieces(rc, n, func(piece *[]byte) error {
+			_, err := enc.Write(*piece)
+			readBufs.Put(piece)
+			return err
+		})
 		if err == nil {
 			err = enc.Close()
 		}
@@ -79,45 +84,40 @@ func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_Re
 		}
 		return out.flush()
 	}
-	return storeError(copyBlob(writerFunc(func(p []byte) (int, error) {
-		if err := stream.Send(&bspb.ReadResponse{Data: p}); err != nil {
-			return 0, err
+	return storeError(readPieces(rc, n, func(piece *[]byte) error {
+		size := len(*piece)
+		if err := stream.SendMsg(&readChunk{piece}); err != nil {
+			return err
 		}
-		b.metrics.bytesOut("grpc", int64(len(p)))
-		return len(p), nil
-	}), rc, n))
+		b.metrics.bytesOut("grpc", int64(size))
+		return nil
+	}))
 }
 
-// writerFunc makes a function an io.Writer.
-type writerFunc func(p []byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-// copyBlob writes the first n bytes of src to w in pieces of at most
-// readChunkSize. A blob of one piece is read and written in turn; a larger
-// one is read ahead in a goroutine of its own, so that reading (and the
-// stores' checks) and writing (compressing, sending) use two cores. The
-// stores below never hand out bytes they have not checked, so every byte
-// written has passed the integrity checks.
-func copyBlob(w io.Writer, src io.Reader, n int64) error {
+// readPieces reads the first n bytes of src in pieces of at most
+// readChunkSize, each in a buffer from readBufs that use then owns (it
+// sends it or gives it back). A blob of one piece is read and used in
+// turn; a larger one is read ahead in a goroutine of its own, so that
+// reading (and the stores' checks) and using (compressing, sending) run
+// on two cores. The stores below never hand out bytes they have not
+// checked, so every piece has passed the integrity checks.
+func readPieces(src io.Reader, n int64, use func(piece *[]byte) error) error {
 	if n <= 0 {
 		return nil
 	}
 	if n <= readChunkSize {
-		bp := readAheadBufs.Get().(*[]byte)
-		defer readAheadBufs.Put(bp)
-		p := (*bp)[:n]
-		if _, err := io.ReadFull(src, p); err != nil {
+		piece := readBufs.Get(int(n))
+		if _, err := io.ReadFull(src, *piece); err != nil {
+			readBufs.Put(piece)
 			return shortRead(err, n)
 		}
-		_, err := w.Write(p)
-		return err
+		return use(piece)
 	}
 	ra := startReadAhead(io.LimitReader(src, n))
 	defer ra.close()
 	var sent int64
 	for {
-		p, err := ra.next()
+		piece, err := ra.next()
 		if err == io.EOF {
 			if sent < n {
 				return shortRead(io.ErrUnexpectedEOF, n)
@@ -127,10 +127,10 @@ func copyBlob(w io.Writer, src io.Reader, n int64) error {
 		if err != nil {
 			return err
 		}
-		if _, err := w.Write(p); err != nil {
+		sent += int64(len(*piece))
+		if err := use(piece); err != nil {
 			return err
 		}
-		sent += int64(len(p))
 	}
 }
 
@@ -142,23 +142,24 @@ func shortRead(err error, n int64) error {
 	return err
 }
 
-// readSender turns writes into ReadResponse messages of readChunkSize.
+// readSender turns writes (a zstd encoder's output) into ReadResponse
+// messages of readChunkSize, each a buffer from readBufs sent as it is.
 type readSender struct {
 	stream bspb.ByteStream_ReadServer
 	m      *metrics
-	buf    []byte
+	buf    *[]byte // being filled; nil between messages
 }
 
 func (r *readSender) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		if r.buf == nil {
-			r.buf = make([]byte, 0, readChunkSize)
+			r.buf = readBufs.Get(0)
 		}
-		take := min(len(p), readChunkSize-len(r.buf))
-		r.buf = append(r.buf, p[:take]...)
+		take := min(len(p), readChunkSize-len(*r.buf))
+		*r.buf = append(*r.buf, p[:take]...)
 		p = p[take:]
-		if len(r.buf) == readChunkSize {
+		if len(*r.buf) == readChunkSize {
 			if err := r.flush(); err != nil {
 				return 0, err
 			}
@@ -167,16 +168,27 @@ func (r *readSender) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// flush sends what has been written since the last message.
 func (r *readSender) flush() error {
-	if len(r.buf) == 0 {
+	if r.buf == nil || len(*r.buf) == 0 {
 		return nil
 	}
-	if err := r.stream.Send(&bspb.ReadResponse{Data: r.buf}); err != nil {
+	size := len(*r.buf)
+	buf := r.buf
+	r.buf = nil
+	if err := r.stream.SendMsg(&readChunk{buf}); err != nil {
 		return err
 	}
-	r.m.bytesOut("grpc", int64(len(r.buf)))
-	r.buf = r.buf[:0]
+	r.m.bytesOut("grpc", int64(size))
 	return nil
+}
+
+// release gives back a buffer that was never sent.
+func (r *readSender) release() {
+	if r.buf != nil {
+		readBufs.Put(r.buf)
+		r.buf = nil
+	}
 }
 
 func (b *byteStreamServer) Write(stream bspb.ByteStream_WriteServer) error {

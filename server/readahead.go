@@ -3,51 +3,83 @@ package server
 import (
 	"io"
 	"sync"
+
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 )
+
+// Downloads are read into pooled buffers of readChunkSize and each buffer
+// is sent as one ReadResponse without copying it: the server codec hands
+// the buffer itself to gRPC (readChunk), which gives it back to readBufs
+// once it has written it to the connection. The standard codec would copy
+// every byte once more into a buffer that gRPC's pool clears first.
+
+// readBufPool is the pool of download buffers; it is a mem.BufferPool so
+// that gRPC can give buffers back.
+type readBufPool struct{ p sync.Pool }
+
+var readBufs = &readBufPool{p: sync.Pool{New: func() any { b := make([]byte, readChunkSize); return &b }}}
+
+// Get returns a buffer of length n <= readChunkSize.
+func (r *readBufPool) Get(n int) *[]byte {
+	b := r.p.Get().(*[]byte)
+	*b = (*b)[:n]
+	return b
+}
+
+// Put takes a buffer back; gRPC calls it when it has sent the buffer.
+func (r *readBufPool) Put(b *[]byte) {
+	if cap(*b) == readChunkSize {
+		*b = (*b)[:readChunkSize]
+		r.p.Put(b)
+	}
+}
+
+// readChunk is a ReadResponse whose data is a pooled buffer from readBufs.
+// Sending it (stream.SendMsg) gives the buffer to gRPC.
+type readChunk struct{ buf *[]byte }
+
+// marshal is the ReadResponse wire form: the data field's tag and length,
+// then the buffer itself.
+func (c *readChunk) marshal() mem.BufferSlice {
+	if len(*c.buf) == 0 {
+		readBufs.Put(c.buf)
+		return nil // an empty ReadResponse
+	}
+	const dataField = 10 // ReadResponse.data
+	hdr := protowire.AppendVarint(protowire.AppendTag(make([]byte, 0, 8), dataField, protowire.BytesType), uint64(len(*c.buf)))
+	return mem.BufferSlice{mem.SliceBuffer(hdr), mem.NewBuffer(c.buf, readBufs)}
+}
 
 // readAhead reads a source in a goroutine of its own, a few buffers ahead
 // of the caller. The stores below a download do real work in Read (the
 // integrity check of plain objects, opening sealed chunks, reading the
 // file), and so does the caller with the bytes (compressing them, sending
 // them through gRPC); with read-ahead the two run on different cores.
-//
-// Use it for sources longer than one buffer; next hands out whole buffers,
-// so the caller can send each one without copying it first.
 type readAhead struct {
 	src  io.Reader
 	full chan filled   // buffers read, in order
-	free chan []byte   // buffers the caller is done with
 	stop chan struct{} // closed by close: the reader goroutine ends
 	done chan struct{} // closed when the reader goroutine has ended
-	cur  []byte        // the buffer the caller holds
 	err  error         // the source's error, once next has seen it
-	bufs [][]byte      // every buffer, to give back to the pool
 }
 
 type filled struct {
-	b   []byte
+	buf *[]byte
 	err error
 }
 
-// readAheadDepth buffers are in flight: one being filled while the caller
-// uses another, and one spare to absorb uneven speeds.
-const readAheadDepth = 3
-
-// readAheadBufs holds buffers of readChunkSize.
-var readAheadBufs = sync.Pool{New: func() any { b := make([]byte, readChunkSize); return &b }}
+// readAheadDepth buffers may wait for the caller, besides the one being
+// filled: enough to absorb uneven speeds, few enough to keep memory per
+// download flat.
+const readAheadDepth = 2
 
 func startReadAhead(src io.Reader) *readAhead {
 	r := &readAhead{
 		src:  src,
 		full: make(chan filled, readAheadDepth),
-		free: make(chan []byte, readAheadDepth),
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
-	}
-	for range readAheadDepth {
-		b := *readAheadBufs.Get().(*[]byte)
-		r.bufs = append(r.bufs, b)
-		r.free <- b
 	}
 	go r.run()
 	return r
@@ -56,19 +88,16 @@ func startReadAhead(src io.Reader) *readAhead {
 func (r *readAhead) run() {
 	defer close(r.done)
 	for {
-		var b []byte
-		select {
-		case b = <-r.free:
-		case <-r.stop:
-			return
-		}
-		n, err := io.ReadFull(r.src, b[:cap(b)])
+		b := readBufs.Get(readChunkSize)
+		n, err := io.ReadFull(r.src, *b)
+		*b = (*b)[:n]
 		if err == io.ErrUnexpectedEOF {
 			err = io.EOF
 		}
 		select {
-		case r.full <- filled{b[:n], err}:
+		case r.full <- filled{b, err}:
 		case <-r.stop:
+			readBufs.Put(b)
 			return
 		}
 		if err != nil {
@@ -77,33 +106,33 @@ func (r *readAhead) run() {
 	}
 }
 
-// next returns the next bytes of the source, valid until the next call,
-// or the source's error (io.EOF at its end) once its bytes are all out.
-func (r *readAhead) next() ([]byte, error) {
-	if r.cur != nil {
-		r.free <- r.cur[:cap(r.cur)] // never blocks: free has room for every buffer
-		r.cur = nil
-	}
+// next returns a buffer with the next bytes of the source, which the
+// caller then owns (it sends it, or gives it back to readBufs), or the
+// source's error (io.EOF at its end) once its bytes are all out.
+func (r *readAhead) next() (*[]byte, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
 	f := <-r.full
 	r.err = f.err
-	if len(f.b) > 0 {
-		r.cur = f.b
-		return f.b, nil // the error, if any, comes with the next call
+	if len(*f.buf) > 0 {
+		return f.buf, nil // the error, if any, comes with the next call
 	}
-	r.free <- f.b[:cap(f.b)]
+	readBufs.Put(f.buf)
 	return nil, r.err
 }
 
-// close stops the reader goroutine, waits for it (so the source may be
-// closed after), and gives the buffers back.
+// close stops the reader goroutine and waits for it, so the source may be
+// closed after; buffers read but not taken go back to the pool.
 func (r *readAhead) close() {
 	close(r.stop)
 	<-r.done
-	for _, b := range r.bufs {
-		readAheadBufs.Put(&b)
+	for {
+		select {
+		case f := <-r.full:
+			readBufs.Put(f.buf)
+		default:
+			return
+		}
 	}
-	r.bufs = nil
 }

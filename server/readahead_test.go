@@ -25,7 +25,8 @@ func TestReadAheadHandsOutTheSourceInOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, p...)
+		got = append(got, *p...)
+		readBufs.Put(p)
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("got %d bytes, want %d in order", len(got), len(want))
@@ -41,8 +42,8 @@ func TestReadAheadPassesTheSourceErrorOn(t *testing.T) {
 	ra := startReadAhead(io.MultiReader(bytes.NewReader([]byte("some bytes")), iotest.ErrReader(boom)))
 	defer ra.close()
 	p, err := ra.next()
-	if err != nil || string(p) != "some bytes" {
-		t.Fatalf("next = %q, %v", p, err)
+	if err != nil || string(*p) != "some bytes" {
+		t.Fatalf("next = %v, %v", p, err)
 	}
 	if _, err := ra.next(); !errors.Is(err, boom) {
 		t.Fatalf("next = %v, want boom", err)
