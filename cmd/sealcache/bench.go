@@ -51,7 +51,7 @@ Flags:
 	fs.IntVar(&o.Mixed.Blobs, "mixed_blobs", o.Mixed.Blobs, "blobs written by the mixed load")
 	fs.IntVar(&o.FindMissing.Calls, "findmissing_calls", o.FindMissing.Calls, "timed FindMissingBlobs calls, idle and again under load")
 	zstdSize := fs.String("zstd_size", "256MiB", "size of the blob sent and read with compressed ByteStream")
-	fs.BoolVar(&o.Large.Sync, "sync", o.Large.Sync, "sync(2) this machine's disks before each large upload, so earlier runs' writeback does not compete (false: measure with whatever is pending)")
+	fs.BoolVar(&o.Sync, "sync", o.Sync, "sync(2) this machine's disks before each run, so earlier runs' writeback does not compete (false: measure with whatever is pending)")
 	serverPID := fs.Int("server_pid", 0, "pid of the server on this machine: sample its RSS from /proc during the large transfer")
 	metricsURL := fs.String("metrics_url", "", "the server's /metrics URL: sample process_resident_memory_bytes during the large transfer (when --server_pid is not given)")
 	jsonOut := fs.String("json", "", "also write every sample to this JSON file")

@@ -22,12 +22,6 @@ type LargeOptions struct {
 	Size     int64 // bytes of the blob
 	Chunk    int   // WriteRequest data size
 	Seed     uint64
-	// Sync writes this machine's dirty pages to disk before the upload
-	// starts, so that the writeback of earlier runs (or of the mixed
-	// load) does not compete with it: consecutive 1 GiB uploads otherwise
-	// measure the disk's sustained rate (about 250 MB/s here) rather than
-	// the server. Only useful with the server on this machine.
-	Sync bool
 	// RSS, when set, is sampled every RSSInterval during both transfers;
 	// the report holds the largest sample. See ProcRSS and MetricsRSS.
 	RSS         func() (int64, error)
@@ -36,7 +30,7 @@ type LargeOptions struct {
 
 // DefaultLarge is issue 12's transfer: 1 GiB in 1 MiB messages.
 func DefaultLarge() LargeOptions {
-	return LargeOptions{Size: 1 << 30, Chunk: 1 << 20, Sync: true, RSSInterval: 20 * time.Millisecond}
+	return LargeOptions{Size: 1 << 30, Chunk: 1 << 20, RSSInterval: 20 * time.Millisecond}
 }
 
 // LargeReport holds throughput each way and the server's peak RSS (0
@@ -55,9 +49,6 @@ func Large(ctx context.Context, bs bspb.ByteStreamClient, o LargeOptions) (Large
 	io.Copy(h, randomStream(o.Seed, o.Size))
 	d := &repb.Digest{Hash: hex.EncodeToString(h.Sum(nil)), SizeBytes: o.Size}
 
-	if o.Sync {
-		syncDisks()
-	}
 	stopRSS := sampleRSS(o.RSS, o.RSSInterval)
 	defer stopRSS()
 
