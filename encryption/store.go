@@ -175,6 +175,10 @@ func (s *sealingStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.K
 			}
 		}
 		if last.key.Enabled() {
+			if sealedKeys == nil {
+				// Usually every key goes here: allocate once.
+				sealedKeys, sealed = make([]cas.Key, 0, len(keys)-i), make([]int, 0, len(keys)-i)
+			}
 			k.Partition = last.sealed
 			sealedKeys = append(sealedKeys, k)
 			sealed = append(sealed, i)

@@ -248,11 +248,21 @@ func sortLookupKeys(keys []lookupKey) {
 // hit counts as a use. It reads only the small records and takes no lock.
 func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
 	// Encode every key into one buffer: one allocation for the whole list.
+	// The keys of one call nearly always share their partition: it is
+	// validated and encoded once.
 	buf := make([]byte, 0, len(keys)*64)
 	ends := make([]int, len(keys))
+	var prefix []byte // record type and partition of partitionOf
+	var partitionOf cas.Partition
 	for i, k := range keys {
+		if prefix == nil || k.Partition != partitionOf {
+			if err := validatePartition(k.Partition); err != nil {
+				return nil, err
+			}
+			prefix, partitionOf = appendPartition([]byte{recordMeta}, k.Partition), k.Partition
+		}
 		var err error
-		if buf, err = appendObjectKey(buf, recordMeta, k); err != nil {
+		if buf, err = appendObjectPart(append(buf, prefix...), len(buf), k); err != nil {
 			return nil, err
 		}
 		ends[i] = len(buf)
