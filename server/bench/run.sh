@@ -84,6 +84,7 @@ if [ -n "${OLD_SEALCACHE:-}" ]; then
 	"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --server_pid "$pid" \
 		--json "$out/old.json" $BENCH_ARGS >"$out/old-table.md"
 	stop
+	rm -rf "$data" # on tmpfs its gigabytes would stay in memory
 	baseline="--baseline $out/old.json"
 fi
 
