@@ -55,7 +55,8 @@ Flags:
 	serverPID := fs.Int("server_pid", 0, "pid of the server on this machine: sample its RSS from /proc during the large transfer")
 	metricsURL := fs.String("metrics_url", "", "the server's /metrics URL: sample process_resident_memory_bytes during the large transfer (when --server_pid is not given)")
 	jsonOut := fs.String("json", "", "also write every sample to this JSON file")
-	baseline := fs.String("baseline", "", "JSON file of an earlier run (--json), shown as the \"old\" column; its plain figures are the baseline of relative goals")
+	baseline := fs.String("baseline", "", "JSON files (comma-separated) of earlier runs (--json), shown as the \"old\" column; their plain figures are the baseline of relative goals")
+	table := fs.String("table", "", "measure nothing: print the table of these JSON files (comma-separated, merged) of earlier runs")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -85,12 +86,21 @@ Flags:
 	}
 	var base bench.Samples
 	if *baseline != "" {
-		old, err := bench.LoadSamples(*baseline)
+		old, err := bench.LoadSamples(strings.Split(*baseline, ",")...)
 		if err != nil {
 			fmt.Fprintf(stderr, "sealcache bench: --baseline: %v\n", err)
 			return 2
 		}
 		base = old["plain"]
+	}
+	if *table != "" {
+		results, err := bench.LoadSamples(strings.Split(*table, ",")...)
+		if err != nil {
+			fmt.Fprintf(stderr, "sealcache bench: --table: %v\n", err)
+			return 2
+		}
+		bench.Table(stdout, results, base)
+		return 0
 	}
 	target, creds := strings.TrimPrefix(*addr, "grpc://"), insecure.NewCredentials()
 	if t, ok := strings.CutPrefix(*addr, "grpcs://"); ok {

@@ -198,15 +198,30 @@ func SaveSamples(path string, results map[string]Samples) error {
 	return os.WriteFile(path, data, 0o644)
 }
 
-// LoadSamples reads what SaveSamples wrote.
-func LoadSamples(path string) (map[string]Samples, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+// LoadSamples reads what SaveSamples wrote, merging the samples of several
+// files (runs taken apart, such as the rounds of compare.sh).
+func LoadSamples(paths ...string) (map[string]Samples, error) {
+	merged := map[string]Samples{}
+	for _, path := range paths {
+		if path == "" {
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		var results map[string]Samples
+		if err := json.Unmarshal(data, &results); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for org, samples := range results {
+			if merged[org] == nil {
+				merged[org] = Samples{}
+			}
+			for name, values := range samples {
+				merged[org][name] = append(merged[org][name], values...)
+			}
+		}
 	}
-	var results map[string]Samples
-	if err := json.Unmarshal(data, &results); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return results, nil
+	return merged, nil
 }
