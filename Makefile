@@ -18,7 +18,7 @@ APT_PACKAGES := $(if $(shell command -v bazel),,bazel-bootstrap) \
 APT_PACKAGES := $(strip $(APT_PACKAGES))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build test deps tools vet race bench clean run
+.PHONY: all build test deps tools vet race bench bench-go clean run
 
 all: build
 
@@ -42,7 +42,16 @@ vet:
 race:
 	$(GO) test -race $(GO_TEST_FLAGS) $(RACE_PACKAGES)
 
-bench:
+# Issue 12's targets as a table: builds the binary, starts a server on
+# 127.0.0.1 with a temporary data dir, makes a CMEK org with a local key and
+# runs `sealcache bench` against it and the plain org. Variables (see
+# server/bench/run.sh): BENCH_DIR=/dev/shm (tmpfs: CPU-bound figures),
+# BENCH_ARGS="--runs 5", DROP_CACHES=1, OLD_SEALCACHE=path (baseline column).
+bench: build
+	SEALCACHE=bin/sealcache ./server/bench/run.sh
+
+# Every Go benchmark (go test -bench), each package on its own.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # Run the server with its embedded defaults (data in ./sealcache-data).

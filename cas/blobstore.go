@@ -167,3 +167,36 @@ func readAtMost(r io.Reader, buf []byte, limit int64) ([]byte, error) {
 		}
 	}
 }
+
+// MarkMissing calls mark(i) for every keys[i] that missing, the answer of
+// FindMissing(keys), names. FindMissing answers in input order, so one walk
+// over both lists finds them without hashing a key; an answer out of order
+// (a store that breaks the promise) is matched by value instead, so the
+// result is right either way.
+func MarkMissing(keys, missing []Key, mark func(i int)) {
+	i := 0
+	for m, k := range missing {
+		for i < len(keys) && keys[i] != k {
+			i++
+		}
+		if i == len(keys) {
+			markByValue(keys, missing[m:], mark)
+			return
+		}
+		mark(i)
+		i++
+	}
+}
+
+func markByValue(keys, missing []Key, mark func(i int)) {
+	want := make(map[Key]int, len(missing))
+	for _, k := range missing {
+		want[k]++
+	}
+	for i, k := range keys {
+		if want[k] > 0 {
+			want[k]--
+			mark(i)
+		}
+	}
+}

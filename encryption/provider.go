@@ -80,8 +80,11 @@ type KeyProvider struct {
 	wrappers *wrapperCache
 	flights  singleflight.Group
 
+	// records holds a cachedRecord by org id. Every request reads it, so
+	// it is a sync.Map: reads share no lock.
+	records sync.Map
+
 	mu       sync.Mutex
-	records  map[string]cachedRecord  // by org id
 	failures map[string]cachedFailure // by org id
 
 	// invalidateMu orders Invalidate against loads that finish while it
@@ -182,7 +185,6 @@ func NewKeyProvider(cfg KeyProviderConfig) (*KeyProvider, error) {
 		cfg:      cfg,
 		keys:     keys,
 		wrappers: newWrapperCache(cfg.OpenKMS),
-		records:  map[string]cachedRecord{},
 		failures: map[string]cachedFailure{},
 	}, nil
 }
@@ -226,8 +228,8 @@ func (p *KeyProvider) Invalidate(orgID string) {
 	p.generation++
 	p.keys.Del(orgID)
 	p.keys.Wait()
+	p.records.Delete(orgID)
 	p.mu.Lock()
-	delete(p.records, orgID)
 	delete(p.failures, orgID)
 	p.mu.Unlock()
 }
@@ -236,11 +238,10 @@ func (p *KeyProvider) Invalidate(orgID string) {
 // CMEK is on.
 func (p *KeyProvider) record(ctx context.Context, orgID string) (KeyRecord, bool, error) {
 	now := p.cfg.Now()
-	p.mu.Lock()
-	c, ok := p.records[orgID]
-	p.mu.Unlock()
-	if ok && now.Before(c.expires) {
-		return c.rec, c.enabled, nil
+	if v, ok := p.records.Load(orgID); ok {
+		if c := v.(cachedRecord); now.Before(c.expires) {
+			return c.rec, c.enabled, nil
+		}
 	}
 	v, err := p.shared(ctx, "record/"+orgID, func(ctx context.Context) (any, error) {
 		gen := p.currentGeneration()
@@ -251,9 +252,7 @@ func (p *KeyProvider) record(ctx context.Context, orgID string) (KeyRecord, bool
 		}
 		p.invalidateMu.Lock()
 		if p.generation == gen {
-			p.mu.Lock()
-			p.records[orgID] = c
-			p.mu.Unlock()
+			p.records.Store(orgID, c)
 		}
 		p.invalidateMu.Unlock()
 		return c, nil
@@ -261,7 +260,7 @@ func (p *KeyProvider) record(ctx context.Context, orgID string) (KeyRecord, bool
 	if err != nil {
 		return KeyRecord{}, false, err
 	}
-	c = v.(cachedRecord)
+	c := v.(cachedRecord)
 	return c.rec, c.enabled, nil
 }
 

@@ -148,57 +148,73 @@ func (s *sealingStore) Put(ctx context.Context, key cas.Key, size int64, r io.Re
 	return s.sealed.Put(ctx, sealedKey(key, orgKey.KeyID), sealedSize, sr)
 }
 
-// FindMissing asks each backend once for the keys routed to it.
+// FindMissing asks each backend once for the keys routed to it. A call
+// nearly always holds the keys of one org (one client's request): then the
+// org's key is looked up once, plain keys are passed on as they are, and
+// sealed keys share one partition string.
 func (s *sealingStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
-	type batch struct {
-		keys []cas.Key
-		orig []int
+	var plain, sealed []int // indexes into keys
+	var sealedKeys []cas.Key
+	var last struct {
+		partition cas.Partition
+		key       OrgKey
+		sealed    cas.Partition
 	}
-	var plain, sealed batch
-	orgKeys := map[string]OrgKey{}
 	for i, k := range keys {
-		if err := checkOrgPartition(k.Partition); err != nil {
-			return nil, err
-		}
-		org := k.Partition.Org()
-		orgKey, seen := orgKeys[org]
-		if !seen {
-			var err error
-			if orgKey, err = s.keys.Current(ctx, org); err != nil {
+		if i == 0 || k.Partition != last.partition {
+			if err := checkOrgPartition(k.Partition); err != nil {
 				return nil, err
 			}
-			orgKeys[org] = orgKey
+			orgKey, err := s.keys.Current(ctx, k.Partition.Org())
+			if err != nil {
+				return nil, err
+			}
+			last.partition, last.key = k.Partition, orgKey
+			if orgKey.Enabled() {
+				last.sealed = SealedPartition(k.Partition.Org(), orgKey.KeyID)
+			}
 		}
-		if orgKey.Enabled() {
-			sealed.keys = append(sealed.keys, sealedKey(k, orgKey.KeyID))
-			sealed.orig = append(sealed.orig, i)
+		if last.key.Enabled() {
+			if sealedKeys == nil {
+				// Usually every key goes here: allocate once.
+				sealedKeys, sealed = make([]cas.Key, 0, len(keys)-i), make([]int, 0, len(keys)-i)
+			}
+			k.Partition = last.sealed
+			sealedKeys = append(sealedKeys, k)
+			sealed = append(sealed, i)
 		} else {
-			plain.keys = append(plain.keys, k)
-			plain.orig = append(plain.orig, i)
+			plain = append(plain, i)
 		}
 	}
-	missing := make([]bool, len(keys))
-	for _, b := range []struct {
-		store cas.BlobStore
-		batch
-	}{{s.plain, plain}, {s.sealed, sealed}} {
-		if len(b.keys) == 0 {
-			continue
-		}
-		res, err := b.store.FindMissing(ctx, b.keys)
+	if len(sealed) == 0 {
+		return s.plain.FindMissing(ctx, keys)
+	}
+	if len(plain) == 0 {
+		res, err := s.sealed.FindMissing(ctx, sealedKeys)
 		if err != nil {
 			return nil, err
 		}
-		gone := make(map[cas.Key]bool, len(res))
-		for _, k := range res {
-			gone[k] = true
-		}
-		for j, k := range b.keys {
-			if gone[k] {
-				missing[b.orig[j]] = true
-			}
-		}
+		var out []cas.Key
+		cas.MarkMissing(sealedKeys, res, func(j int) { out = append(out, keys[j]) })
+		return out, nil
 	}
+	missing := make([]bool, len(keys))
+	if len(plain) > 0 {
+		plainKeys := make([]cas.Key, len(plain))
+		for j, i := range plain {
+			plainKeys[j] = keys[i]
+		}
+		res, err := s.plain.FindMissing(ctx, plainKeys)
+		if err != nil {
+			return nil, err
+		}
+		cas.MarkMissing(plainKeys, res, func(j int) { missing[plain[j]] = true })
+	}
+	res, err := s.sealed.FindMissing(ctx, sealedKeys)
+	if err != nil {
+		return nil, err
+	}
+	cas.MarkMissing(sealedKeys, res, func(j int) { missing[sealed[j]] = true })
 	var out []cas.Key
 	for i, k := range keys {
 		if missing[i] {

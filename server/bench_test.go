@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,22 +56,27 @@ func BenchmarkFindMissing(b *testing.B) {
 	})
 }
 
-// BenchmarkCacheThroughput runs the client-side bench (as `sealcache bench`
-// does) against an in-process server.
+// BenchmarkCacheThroughput runs the client bench (as `sealcache bench`
+// does) against an in-process server, with small workloads: a quick check
+// that every measurement runs. Figures that count come from `make bench`,
+// with the server in its own process.
 func BenchmarkCacheThroughput(b *testing.B) {
 	env := startBenchServer(b, AnonymousNone)
 	o := bench.DefaultOptions()
-	o.LargeSize = 256 << 20
+	o.Runs = 1
+	o.Large.Size = 64 << 20
+	o.Mixed.Blobs = 500
+	o.FindMissing.Calls = 10
+	o.Zstd.StreamSize = 8 << 20
+	dial := func() (*grpc.ClientConn, error) { return env.dial(env.adminKey), nil }
 	for b.Loop() {
-		r, err := bench.Run(context.Background(), env.conn, o)
+		r, err := bench.Run(context.Background(), []bench.Target{{Name: "plain", Dial: dial}}, o)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Log(r)
-		b.ReportMetric(r.LargeUploadMBps, "up-MB/s")
-		b.ReportMetric(r.LargeDownloadMBps, "down-MB/s")
-		b.ReportMetric(r.FindMissingDigestsPerSec, "findmissing-digests/s")
-		b.ReportMetric(r.SmallUploadBlobsPerSec, "small-upload-blobs/s")
+		var table strings.Builder
+		bench.Table(&table, r, nil)
+		b.Log("\n" + table.String())
 	}
 }
 
@@ -133,12 +139,14 @@ func BenchmarkSealedVsPlain(b *testing.B) {
 		b.Run(name+"/large", func(b *testing.B) {
 			for b.Loop() {
 				seed := benchSeed.Add(1)
-				up, down, err := bench.Large(context.Background(), env.bs(), "", large, seed)
+				o := bench.DefaultLarge()
+				o.Size, o.Seed = large, seed
+				r, err := bench.Large(context.Background(), env.bs(), o)
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.ReportMetric(up, "up-MB/s")
-				b.ReportMetric(down, "down-MB/s")
+				b.ReportMetric(r.UploadMBps, "up-MB/s")
+				b.ReportMetric(r.DownloadMBps, "down-MB/s")
 			}
 		})
 		b.Run(name+"/small", func(b *testing.B) {
@@ -174,4 +182,58 @@ func BenchmarkSealedVsPlain(b *testing.B) {
 			b.ReportMetric(float64(len(blobs)*round)/upSec, "up-blobs/s")
 		})
 	}
+}
+
+// BenchmarkMixedLoad is issue 12's mixed small-blob load through an
+// in-process server: 32 clients (a connection each) write 3,000 blobs of
+// 1–200 KB with ByteStream, then read each 3 times. One iteration is one
+// whole load; ops/s and p99 are reported per phase. SEALCACHE_BENCH_DIR
+// puts the data directory elsewhere (/dev/shm for CPU-bound figures).
+func BenchmarkMixedLoad(b *testing.B) {
+	env := startBenchServerIn(b)
+	dial := func() (*grpc.ClientConn, error) { return env.dial(env.adminKey), nil }
+	for b.Loop() {
+		o := bench.DefaultMixed()
+		o.Seed = benchSeed.Add(1)
+		r, err := bench.Mixed(context.Background(), dial, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("write: %v; read: %v", r.Write, r.Read)
+		b.ReportMetric(r.Write.OpsPerSec(), "write-ops/s")
+		b.ReportMetric(float64(r.Write.P99.Microseconds())/1000, "write-p99-ms")
+		b.ReportMetric(r.Read.OpsPerSec(), "read-ops/s")
+		b.ReportMetric(float64(r.Read.P99.Microseconds())/1000, "read-p99-ms")
+	}
+}
+
+// BenchmarkFindMissing10k times FindMissingBlobs of 10,000 digests (half
+// stored) through an in-process server, idle and under the load of 32
+// clients writing and reading blobs.
+func BenchmarkFindMissing10k(b *testing.B) {
+	env := startBenchServerIn(b)
+	dial := func() (*grpc.ClientConn, error) { return env.dial(env.adminKey), nil }
+	for b.Loop() {
+		o := bench.DefaultFindMissing()
+		o.Seed = benchSeed.Add(1)
+		r, err := bench.FindMissing(context.Background(), dial, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("idle: %v; under load: %v", r.Idle, r.Loaded)
+		b.ReportMetric(float64(r.Idle.P50.Microseconds())/1000, "idle-p50-ms")
+		b.ReportMetric(float64(r.Loaded.P50.Microseconds())/1000, "load-p50-ms")
+		b.ReportMetric(float64(r.Loaded.P99.Microseconds())/1000, "load-p99-ms")
+	}
+}
+
+// startBenchServerIn starts a server whose data directory is under
+// SEALCACHE_BENCH_DIR when set.
+func startBenchServerIn(b *testing.B) *testEnv {
+	return startServer(b, func(c *Config) {
+		if dir := os.Getenv("SEALCACHE_BENCH_DIR"); dir != "" {
+			c.DataDir = must(os.MkdirTemp(dir, "sealcache-bench-"))
+			b.Cleanup(func() { os.RemoveAll(c.DataDir) })
+		}
+	})
 }

@@ -6,13 +6,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"unicode/utf8"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -49,21 +49,24 @@ func (c *casServer) FindMissingBlobs(ctx context.Context, req *repb.FindMissingB
 		return nil, status.Errorf(codes.InvalidArgument, "blob_digests has %d digests; ask about at most %d per call", len(req.BlobDigests), maxFindMissingDigests)
 	}
 	keys := make([]cas.Key, 0, len(req.BlobDigests))
+	partition := casKey(ctx, cas.Digest{}).Partition // once: a context lookup per digest adds up over 10,000
 	for _, d := range req.BlobDigests {
 		digest, err := cas.FromProto(req.DigestFunction, d)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "blob_digests: %v", err)
 		}
-		keys = append(keys, casKey(ctx, digest))
+		keys = append(keys, cas.Key{Partition: partition, Kind: cas.KindCAS, Digest: digest})
 	}
 	missing, err := c.blobs.FindMissing(ctx, keys)
 	if err != nil {
 		return nil, storeError(err)
 	}
-	resp := &repb.FindMissingBlobsResponse{MissingBlobDigests: make([]*repb.Digest, len(missing))}
-	for i, k := range missing {
-		resp.MissingBlobDigests[i] = k.Digest.Proto()
-	}
+	// Answer with the request's own digest messages: no new message per
+	// missing digest, and the client gets back exactly what it sent.
+	resp := &repb.FindMissingBlobsResponse{MissingBlobDigests: make([]*repb.Digest, 0, len(missing))}
+	cas.MarkMissing(keys, missing, func(i int) {
+		resp.MissingBlobDigests = append(resp.MissingBlobDigests, req.BlobDigests[i])
+	})
 	return resp, nil
 }
 
@@ -87,13 +90,38 @@ func (c *casServer) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateB
 		}
 	}
 	resp := &repb.BatchUpdateBlobsResponse{Responses: make([]*repb.BatchUpdateBlobsResponse_Response, len(req.Requests))}
-	for i, r := range req.Requests {
+	forEachEntry(len(req.Requests), func(i int) {
+		r := req.Requests[i]
 		resp.Responses[i] = &repb.BatchUpdateBlobsResponse_Response{
 			Digest: r.Digest,
 			Status: batchStatus(c.updateOne(ctx, req.DigestFunction, r)),
 		}
-	}
+	})
 	return resp, nil
+}
+
+// batchConcurrency bounds how many entries of one batch are stored or read
+// at a time. Entries are independent, so a batch costs about its slowest
+// entries rather than the sum of all: that matters most when the store is
+// remote (each entry a round trip to an object store), and on a local disk
+// it lets the commits of several entries share one log write. The bound
+// keeps one batch from taking every goroutine and file handle; zstd work
+// is bounded apart from it (batchZstd).
+const batchConcurrency = 16
+
+// forEachEntry calls fn(i) for i in [0, n), up to batchConcurrency at once,
+// and returns when all have returned.
+func forEachEntry(n int, fn func(i int)) {
+	if n == 1 {
+		fn(0)
+		return
+	}
+	var g errgroup.Group
+	g.SetLimit(batchConcurrency)
+	for i := range n {
+		g.Go(func() error { fn(i); return nil })
+	}
+	g.Wait()
 }
 
 // checkBatchCount refuses batches of more than maxBatchBlobs entries.
@@ -139,20 +167,18 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 	if err := c.blobLimit.Check("blob "+digest.String(), digest.Size); err != nil {
 		return status.Convert(err).Proto()
 	}
-	var body io.Reader
+	data := r.Data
 	switch r.Compressor {
 	case repb.Compressor_IDENTITY:
-		body = bytes.NewReader(r.Data)
 	case repb.Compressor_ZSTD:
-		dec, err := newZstdBody(bytes.NewReader(r.Data), digest.Size)
-		if err != nil {
+		var err error
+		if data, err = decodeBatchEntry(r.Data, digest); err != nil {
 			return status.Convert(err).Proto()
 		}
-		defer dec.Close()
-		body = dec
 	default:
 		return statusProto(codes.InvalidArgument, "compressor %s is not supported; use IDENTITY or ZSTD", r.Compressor)
 	}
+	body := bytes.NewReader(data)
 	if err := c.blobs.Put(ctx, casKey(ctx, digest), digest.Size, body); err != nil {
 		return status.Convert(storeError(err)).Proto()
 	}
@@ -160,48 +186,12 @@ func (c *casServer) updateOne(ctx context.Context, fn cas.DigestFunction, r *rep
 	return &spb.Status{}
 }
 
-// zstdBody reports a malformed zstd stream as a client error.
-type zstdBody struct {
-	d         *zstd.Decoder
-	maxWindow uint64
-}
-
-// newZstdBody decompresses r, an upload of a blob of blobSize bytes.
-//
-// The decoder allocates a frame's whole window when the frame starts,
-// whatever the blob's size, so the window a frame may declare is bounded
-// by the blob: any blob may use the 8 MiB the zstd format asks decoders to
-// support, larger windows (long-distance matching) need a blob at least as
-// large, and 64 MiB is the most. Decompressing past the blob's size is
-// stopped by the digest check below (cas/verify), one block at most past it.
-func newZstdBody(r io.Reader, blobSize int64) (*zstdBody, error) {
-	maxWindow := uint64(min(max(blobSize, 8<<20), 64<<20))
-	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxWindow))
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "zstd: %v", err)
-	}
-	return &zstdBody{d: dec, maxWindow: maxWindow}, nil
-}
-
-func (z *zstdBody) Read(p []byte) (int, error) {
-	n, err := z.d.Read(p)
-	switch {
-	case err == nil || err == io.EOF:
-	case errors.Is(err, zstd.ErrWindowSizeExceeded):
-		err = status.Errorf(codes.InvalidArgument, "the zstd frame declares a window larger than the %d bytes this server allows for a blob of this size: compress with a smaller window (zstd levels up to 19, without --long)", z.maxWindow)
-	default:
-		err = status.Errorf(codes.InvalidArgument, "compressed data is not valid zstd: %v", err)
-	}
-	return n, err
-}
-
-func (z *zstdBody) Close() { z.d.Close() }
-
 // BatchReadBlobs validates every digest and the total size before reading
 // anything, so one request can never make the server hold more than
-// max_batch_total_size_bytes of blobs. With zstd, each blob is compressed
-// into a scratch buffer and only the compressed bytes are kept, and only
-// when they are smaller.
+// max_batch_total_size_bytes of blobs (twice that with zstd, while each
+// blob and its compressed form are both held). Entries are read
+// concurrently. With zstd, a blob is sent compressed only when that is
+// smaller.
 func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsRequest) (*repb.BatchReadBlobsResponse, error) {
 	if err := checkInstanceName(req.InstanceName); err != nil {
 		return nil, err
@@ -221,36 +211,46 @@ func (c *casServer) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobs
 		}
 		digests[i] = digest
 	}
-	zstdOK := false
-	for _, comp := range req.AcceptableCompressors {
-		zstdOK = zstdOK || comp == repb.Compressor_ZSTD
-	}
-	var raw, packed []byte // scratch for the zstd path, reused across blobs
+	zstdOK := slices.Contains(req.AcceptableCompressors, repb.Compressor_ZSTD)
 	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(req.Digests))}
-	for i, digest := range digests {
+	forEachEntry(len(digests), func(i int) {
+		digest := digests[i]
 		r := &repb.BatchReadBlobsResponse_Response{Digest: req.Digests[i], Status: &spb.Status{}}
 		resp.Responses[i] = r
 		var err error
-		if zstdOK {
-			raw, err = cas.ReadAllInto(ctx, c.blobs, casKey(ctx, digest), digest.Size, raw)
-		} else {
+		if !zstdOK {
 			r.Data, err = cas.ReadAll(ctx, c.blobs, casKey(ctx, digest), digest.Size)
+		} else {
+			r.Data, r.Compressor, err = readCompressed(ctx, c.blobs, casKey(ctx, digest), digest.Size)
 		}
 		if err != nil {
 			r.Status = batchStatus(status.Convert(storeError(err)).Proto())
-			continue
-		}
-		if zstdOK {
-			packed = zstdEncoder().EncodeAll(raw, packed[:0])
-			if len(packed) < len(raw) {
-				r.Data, r.Compressor = bytes.Clone(packed), repb.Compressor_ZSTD
-			} else {
-				r.Data = bytes.Clone(raw)
-			}
+			return
 		}
 		c.metrics.bytesOut("grpc", int64(len(r.Data)))
-	}
+	})
 	return resp, nil
+}
+
+// scratchBufs are reused buffers for batch entries, so that a zstd batch
+// allocates only the bytes it answers with.
+var scratchBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// readCompressed reads a blob into a scratch buffer, compresses it into
+// another, and keeps a copy of the smaller form.
+func readCompressed(ctx context.Context, blobs cas.BlobStore, key cas.Key, size int64) ([]byte, repb.Compressor_Value, error) {
+	raw, packed := scratchBufs.Get().(*[]byte), scratchBufs.Get().(*[]byte)
+	defer scratchBufs.Put(raw)
+	defer scratchBufs.Put(packed)
+	var err error
+	if *raw, err = cas.ReadAllInto(ctx, blobs, key, size, *raw); err != nil {
+		return nil, 0, err
+	}
+	*packed = batchZstd().enc.EncodeAll(*raw, (*packed)[:0])
+	if len(*packed) < len(*raw) {
+		return bytes.Clone(*packed), repb.Compressor_ZSTD, nil
+	}
+	return bytes.Clone(*raw), repb.Compressor_IDENTITY, nil
 }
 
 // GetTree walks a directory tree breadth first. Pages are bounded by
@@ -349,14 +349,3 @@ func statusProto(code codes.Code, format string, args ...any) *spb.Status {
 }
 
 var errAborted = errors.New("upload aborted")
-
-// zstdEncoder is shared by every batch read; EncodeAll is safe for
-// concurrent use. Fastest level: zstd costs far more CPU than hashing and
-// sealing together, so batch responses favour speed over ratio.
-var zstdEncoder = sync.OnceValue(func() *zstd.Encoder {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		panic(err)
-	}
-	return enc
-})

@@ -300,6 +300,7 @@ func (s *Server) newGRPCServer(tlsConfig *tls.Config) *grpc.Server {
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConcurrentStreams)),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.ForceServerCodecV2(newServerCodec()), // codec.go: fewer copies of uploads
 	}
 	if tlsConfig != nil {
 		opts = append(opts, grpc.Creds(grpccreds.NewTLS(tlsConfig)))

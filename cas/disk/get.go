@@ -3,6 +3,7 @@ package disk
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -177,15 +178,91 @@ type lookupKey struct {
 	index int
 }
 
+// sortLookupKeys sorts keys by mkey. The keys of one call nearly always
+// share a long prefix (record type and partition), which bytes.Compare
+// would step over in every comparison, and moving the keys themselves
+// costs write barriers: a comparison sort of 10,000 keys took 2-3 ms, a
+// quarter of a large FindMissingBlobs. So the 8 bytes after the shared
+// prefix (random: hash bytes) are taken as an integer and pointer-free
+// (integer, position) pairs are radix-sorted, a byte per pass; keys whose
+// 8 bytes tie are then put in order by their whole bytes.
+func sortLookupKeys(keys []lookupKey) {
+	if len(keys) < 2 {
+		return
+	}
+	common := len(keys[0].mkey)
+	for _, k := range keys[1:] {
+		n := 0
+		for n < common && n < len(k.mkey) && k.mkey[n] == keys[0].mkey[n] {
+			n++
+		}
+		common = n
+	}
+	type head struct {
+		prefix uint64 // big-endian, zero-padded bytes [common, common+8)
+		pos    int
+	}
+	heads, tmp := make([]head, len(keys)), make([]head, len(keys))
+	for i := range keys {
+		var b [8]byte
+		copy(b[:], keys[i].mkey[common:])
+		heads[i] = head{binary.BigEndian.Uint64(b[:]), i}
+	}
+	for shift := 0; shift < 64; shift += 8 {
+		var count [257]int
+		for _, h := range heads {
+			count[int(byte(h.prefix>>shift))+1]++
+		}
+		if count[int(byte(heads[0].prefix>>shift))+1] == len(heads) {
+			continue // every key has the same byte here
+		}
+		for i := 1; i < len(count); i++ {
+			count[i] += count[i-1]
+		}
+		for _, h := range heads {
+			d := byte(h.prefix >> shift)
+			tmp[count[d]] = h
+			count[d]++
+		}
+		heads, tmp = tmp, heads
+	}
+	sorted := make([]lookupKey, len(keys))
+	for i, h := range heads {
+		sorted[i] = keys[h.pos]
+	}
+	// Runs of equal prefixes (rare with hashes): order them by their bytes.
+	for start := 0; start < len(heads); {
+		end := start + 1
+		for end < len(heads) && heads[end].prefix == heads[start].prefix {
+			end++
+		}
+		if end-start > 1 {
+			slices.SortFunc(sorted[start:end], func(a, b lookupKey) int { return bytes.Compare(a.mkey, b.mkey) })
+		}
+		start = end
+	}
+	copy(keys, sorted)
+}
+
 // FindMissing returns the keys that are not stored, in input order. Every
 // hit counts as a use. It reads only the small records and takes no lock.
 func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
 	// Encode every key into one buffer: one allocation for the whole list.
+	// The keys of one call nearly always share their partition: it is
+	// validated and encoded once.
 	buf := make([]byte, 0, len(keys)*64)
 	ends := make([]int, len(keys))
+	var prefix []byte // record type and partition of partitionOf
+	var partitionOf cas.Partition
 	for i, k := range keys {
+		if prefix == nil || k.Partition != partitionOf {
+			if err := validatePartition(k.Partition); err != nil {
+				return nil, err
+			}
+			prefix, partitionOf = appendPartition([]byte{recordMeta}, k.Partition), k.Partition
+		}
 		var err error
-		if buf, err = appendObjectKey(buf, recordMeta, k); err != nil {
+		if buf, err = appendObjectPart(append(buf, prefix...), len(buf), k); err != nil {
 			return nil, err
 		}
 		ends[i] = len(buf)
@@ -206,9 +283,9 @@ func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, err
 	}
 	order := make([]lookupKey, len(keys))
 	for i := range order {
-		order[i] = lookupKey{keyAt(i), i}
+		order[i] = lookupKey{mkey: keyAt(i), index: i}
 	}
-	slices.SortFunc(order, func(a, b lookupKey) int { return bytes.Compare(a.mkey, b.mkey) })
+	sortLookupKeys(order)
 
 	found := make([]bool, len(keys))
 	lookup := func(part []lookupKey) error {

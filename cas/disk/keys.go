@@ -116,27 +116,33 @@ func appendObjectKey(b []byte, t byte, k cas.Key) ([]byte, error) {
 	if err := validatePartition(k.Partition); err != nil {
 		return b, err
 	}
+	start := len(b)
+	return appendObjectPart(appendPartition(append(b, t), k.Partition), start, k)
+}
+
+// appendObjectPart appends OBJ, the part of k's key after its record type
+// and partition, to b, which holds those from start on. It validates k's
+// digest and kind; on an error it returns b[:start]. FindMissing uses it to
+// encode the partition once for a list of keys of one partition.
+func appendObjectPart(b []byte, start int, k cas.Key) ([]byte, error) {
 	hashLen, ok := hashLengths[k.Digest.Function]
 	if !ok || len(k.Digest.Hash) != 2*hashLen || k.Digest.Size < cas.SizeUnknown {
 		if _, err := cas.NewDigest(k.Digest.Function, k.Digest.Hash, max(k.Digest.Size, 0)); err != nil {
-			return b, fmt.Errorf("key %s: %w", k, err)
+			return b[:start], fmt.Errorf("key %s: %w", k, err)
 		}
-		return b, fmt.Errorf("key %s: size %d is neither a size nor unknown (-1)", k, k.Digest.Size)
+		return b[:start], fmt.Errorf("key %s: size %d is neither a size nor unknown (-1)", k, k.Digest.Size)
 	}
 	instance := ""
 	switch k.Kind {
 	case cas.KindCAS:
 	case cas.KindAC:
 		if len(k.Instance) > maxInstanceLen {
-			return b, fmt.Errorf("instance name of %d bytes is too long for the disk store; use at most %d bytes", len(k.Instance), maxInstanceLen)
+			return b[:start], fmt.Errorf("instance name of %d bytes is too long for the disk store; use at most %d bytes", len(k.Instance), maxInstanceLen)
 		}
 		instance = k.Instance
 	default:
-		return b, fmt.Errorf("key %s has unknown kind %d; want cas or ac", k, k.Kind)
+		return b[:start], fmt.Errorf("key %s has unknown kind %d; want cas or ac", k, k.Kind)
 	}
-	start := len(b)
-	b = append(b, t)
-	b = appendPartition(b, k.Partition)
 	var ok2 bool
 	if b, ok2 = appendLowerHex(b, k.Digest.Hash); !ok2 {
 		return b[:start], fmt.Errorf("key %s: hash is not lowercase hex", k)

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -713,4 +715,49 @@ func filesContaining(t *testing.T, dir string, marker []byte) int {
 		return nil
 	})
 	return n
+}
+
+func TestLookupKeysSortLikeTheirBytes(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		name string
+		keys [][]byte
+	}{
+		{"shared prefix", [][]byte{[]byte("m-org\x00b"), []byte("m-org\x00a"), []byte("m-org\x00ab"), []byte("m-org\x00a\x00"), []byte("m-org\x00")}},
+		{"no shared prefix", [][]byte{[]byte("b"), []byte("a"), []byte(""), []byte("ab")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkLookupSort(t, tc.keys) })
+	}
+	var random [][]byte
+	for range 2000 {
+		k := []byte("mORG\x00")
+		for range r.IntN(12) {
+			k = append(k, byte(r.IntN(3))) // few values: many ties and prefixes
+		}
+		random = append(random, k)
+	}
+	t.Run("random", func(t *testing.T) { checkLookupSort(t, random) })
+}
+
+func checkLookupSort(t *testing.T, keys [][]byte) {
+	lk := make([]lookupKey, len(keys))
+	for i, k := range keys {
+		lk[i] = lookupKey{mkey: k, index: i}
+	}
+	sortLookupKeys(lk)
+	want := slices.Clone(keys)
+	slices.SortFunc(want, bytes.Compare)
+	for i := range lk {
+		if !bytes.Equal(lk[i].mkey, want[i]) {
+			t.Fatalf("position %d: got %q, want %q", i, lk[i].mkey, want[i])
+		}
+	}
+}
+
+func TestLookupKeysSortAcrossEveryByteValue(t *testing.T) {
+	var keys [][]byte
+	for i := range 256 {
+		keys = append(keys, []byte{'m', 0, byte(255 - i), byte(i), 0xff, 0, 1, 2, 3, 4})
+	}
+	checkLookupSort(t, keys)
 }

@@ -23,9 +23,14 @@ import (
 type Counter struct {
 	inner   cas.BlobStore
 	lookups *prometheus.CounterVec
+	// byKind holds the four counters of lookups, so that counting does not
+	// look labels up on every call.
+	byKind [3][2]prometheus.Counter // [kind][0 hit, 1 miss]
 
-	mu     sync.Mutex
-	perOrg map[string]*orgCounts
+	// perOrg maps org ids to *orgCounts. A sync.Map: every lookup of every
+	// request counts here, and orgs are added rarely, so reads must not
+	// share a lock.
+	perOrg sync.Map
 }
 
 type orgCounts struct{ hits, misses atomic.Uint64 }
@@ -40,7 +45,10 @@ func New(inner cas.BlobStore, reg prometheus.Registerer) *Counter {
 			Name: "sealcache_cache_lookups_total",
 			Help: "Cache lookups by kind (cas, ac) and result (hit, miss).",
 		}, []string{"kind", "result"}),
-		perOrg: map[string]*orgCounts{},
+	}
+	for _, k := range []cas.Kind{cas.KindCAS, cas.KindAC} {
+		c.byKind[k][0] = c.lookups.WithLabelValues(k.String(), "hit")
+		c.byKind[k][1] = c.lookups.WithLabelValues(k.String(), "miss")
 	}
 	reg.MustRegister(c.lookups)
 	return c
@@ -53,22 +61,23 @@ func (c *Counter) Org(orgID string) (hits, misses uint64) {
 }
 
 func (c *Counter) org(orgID string) *orgCounts {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	o, ok := c.perOrg[orgID]
-	if !ok {
-		o = &orgCounts{}
-		c.perOrg[orgID] = o
+	if o, ok := c.perOrg.Load(orgID); ok {
+		return o.(*orgCounts)
 	}
-	return o
+	o, _ := c.perOrg.LoadOrStore(orgID, &orgCounts{})
+	return o.(*orgCounts)
 }
 
 func (c *Counter) count(key cas.Key, hits, misses int) {
+	kind := int(key.Kind)
+	if kind >= len(c.byKind) || c.byKind[kind][0] == nil {
+		return // not a kind a client can ask for
+	}
 	if hits > 0 {
-		c.lookups.WithLabelValues(key.Kind.String(), "hit").Add(float64(hits))
+		c.byKind[kind][0].Add(float64(hits))
 	}
 	if misses > 0 {
-		c.lookups.WithLabelValues(key.Kind.String(), "miss").Add(float64(misses))
+		c.byKind[kind][1].Add(float64(misses))
 	}
 	o := c.org(key.Partition.Org())
 	o.hits.Add(uint64(hits))
@@ -97,9 +106,22 @@ func (c *Counter) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, e
 	return missing, err
 }
 
-// countBatch counts per kind and org; a batch is nearly always one org
-// and one kind, so the common case makes one pass and two map look-ups.
+// countBatch counts per kind and org. A batch is nearly always one org
+// and one kind (the server asks for one caller's keys), so that case is
+// checked first with one comparison per key and counted at once.
 func (c *Counter) countBatch(keys, missing []cas.Key) {
+	first := keys[0]
+	same := true
+	for i := range keys {
+		if keys[i].Kind != first.Kind || keys[i].Partition != first.Partition {
+			same = false
+			break
+		}
+	}
+	if same {
+		c.count(first, len(keys)-len(missing), len(missing))
+		return
+	}
 	type group struct {
 		org  string
 		kind cas.Kind

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -16,35 +17,136 @@ import (
 // read offset.
 const scratchSize = 64 << 10
 
-// Get returns a reader over the object from offset that fails with
-// ErrCorrupt instead of delivering the last byte of an object that does not
-// match its digest (CAS) or checksum (AC). Reading from offset > 0 still
-// reads and hashes the object from its start.
+// Get returns a reader over the object from offset that never hands out a
+// byte that did not check out. A CAS blob in the checked format (see
+// checked.go) is checked a block at a time from the block holding offset;
+// an AC entry, and a blob stored before that format, is re-hashed from its
+// start (also for a read from an offset), and its last byte is held back
+// until the whole object matched its checksum or digest. Either way a
+// corrupt object ends the read with an error wrapping ErrCorrupt and is
+// deleted.
 func (s *checkingStore) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
+	if offset < 0 {
+		return nil, 0, fmt.Errorf("reading %s: negative offset %d", key, offset)
+	}
+	if key.Kind == cas.KindCAS && key.Digest.Size != cas.SizeUnknown {
+		return s.getBlob(ctx, key, offset)
+	}
 	rc, stored, err := s.inner.Get(ctx, key, 0)
 	if err != nil {
 		return nil, 0, err
 	}
-	d := &downloadReader{ctx: ctx, store: s, key: key, src: rc, skip: offset}
-	switch {
-	case key.Kind == cas.KindAC:
-		d.size = stored - ACChecksumSize
-		d.trailer = ACChecksumSize
-		d.h = sha256.New()
-	case key.Digest.Size == cas.SizeUnknown:
-		// The HTTP protocol names blobs by hash alone: the stored length
-		// is the size, and the hash is checked like any other.
-		d.size = stored
-	default:
-		d.size = key.Digest.Size
+	if key.Kind == cas.KindAC {
+		return s.getHashed(ctx, key, rc, stored, ACChecksumSize, offset)
 	}
-	if d.h == nil {
-		if d.h, err = cas.NewHasher(key.Digest.Function); err != nil {
+	// An HTTP blob, named by hash alone: its header tells which format it
+	// is in. HTTP reads start at offset 0, so reading past the header to
+	// the block of offset costs nothing in practice.
+	var head [headerSize]byte
+	got, err := io.ReadFull(rc, head[:min(headerSize, max(stored, 0))])
+	if err != nil && err != io.EOF {
+		rc.Close()
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	if n, ok := checkedPlainSize(stored); ok && isCheckedHeader(head[:got]) {
+		if offset > n {
+			rc.Close()
+			return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, n)
+		}
+		start, _ := checkedStart(offset)
+		if _, err := io.CopyN(io.Discard, rc, start-headerSize); err != nil {
 			rc.Close()
 			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
 		}
+		return s.checked(ctx, key, rc, n, offset), n, nil
 	}
-	if d.size < 0 || d.size+int64(d.trailer) != stored {
+	src := readCloser{io.MultiReader(bytes.NewReader(head[:got]), rc), rc}
+	return s.getHashed(ctx, key, src, stored, 0, offset)
+}
+
+// getBlob opens a CAS blob of known size: in the checked format its stored
+// length is checkedSize(size), from before it size.
+func (s *checkingStore) getBlob(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
+	size := key.Digest.Size
+	if offset > size {
+		return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, size)
+	}
+	start, _ := checkedStart(offset)
+	if start == headerSize {
+		start = 0 // a read of the first block checks the header too
+	}
+	rc, stored, err := s.inner.Get(ctx, key, start)
+	if err == nil && stored == checkedSize(size) {
+		if start == 0 {
+			var head [headerSize]byte
+			if _, err := io.ReadFull(rc, head[:]); err != nil || !isCheckedHeader(head[:]) {
+				rc.Close()
+				if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+					return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+				}
+				err := fmt.Errorf("%w: %s has a damaged header", ErrCorrupt, key)
+				s.dropCorrupt(ctx, key, err)
+				return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
+			}
+		}
+		return s.checked(ctx, key, rc, size, offset), size, nil
+	}
+	if err == nil && start == 0 {
+		return s.getHashed(ctx, key, rc, stored, 0, offset)
+	}
+	// Opened at an offset that only means something in the checked
+	// format: an older object, or the start lies past its end (an inner
+	// error other than a miss). Open it from its start to find out.
+	if err != nil && errors.Is(err, cas.ErrNotFound) {
+		return nil, 0, err
+	}
+	if rc != nil {
+		rc.Close()
+	}
+	if rc, stored, err = s.inner.Get(ctx, key, 0); err != nil {
+		return nil, 0, err
+	}
+	return s.getHashed(ctx, key, rc, stored, 0, offset)
+}
+
+// checked serves a blob of size bytes from its checked form; src is
+// positioned at the start of the block that holds offset.
+func (s *checkingStore) checked(ctx context.Context, key cas.Key, src io.ReadCloser, size, offset int64) io.ReadCloser {
+	r := newCheckedReader(src, key.Digest, size, offset, func(err error) { s.dropCorrupt(ctx, key, err) })
+	return &checkedReadCloser{checkedReader: r, src: src}
+}
+
+type checkedReadCloser struct {
+	*checkedReader
+	src io.Closer
+}
+
+func (c *checkedReadCloser) Close() error {
+	c.release()
+	return c.src.Close()
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// getHashed serves an object stored as its bytes alone, followed by a
+// trailer of trailer bytes (the SHA-256 of an AC entry), re-hashing it
+// from its start. rc reads it from its start; stored is its length on
+// storage.
+func (s *checkingStore) getHashed(ctx context.Context, key cas.Key, rc io.ReadCloser, stored int64, trailer int, offset int64) (io.ReadCloser, int64, error) {
+	d := &downloadReader{ctx: ctx, store: s, key: key, src: rc, skip: offset, size: stored - int64(trailer), trailer: trailer}
+	var err error
+	if trailer > 0 {
+		d.h = sha256.New()
+	} else if d.h, err = cas.NewHasher(key.Digest.Function); err != nil {
+		rc.Close()
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	// The HTTP protocol names blobs by hash alone (SizeUnknown): the
+	// stored length is the size, and the hash is checked like any other.
+	if d.size < 0 || key.Kind == cas.KindCAS && key.Digest.Size != cas.SizeUnknown && d.size != key.Digest.Size {
 		// An object of the wrong length is caught before its first byte.
 		rc.Close()
 		err := fmt.Errorf("%w: %s has %d bytes on storage", ErrCorrupt, key, stored)
@@ -53,7 +155,7 @@ func (s *checkingStore) Get(ctx context.Context, key cas.Key, offset int64) (io.
 		// Bazel will rebuild and upload it again.
 		return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
 	}
-	if offset < 0 || offset > d.size {
+	if offset > d.size {
 		rc.Close()
 		return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, d.size)
 	}

@@ -2,24 +2,30 @@
 // plain bytes honest.
 //
 // CAS blobs: a Put is published only if its bytes hash to the key's digest,
-// and a Get never completes with bytes that do not.
+// and a Get never hands out a byte that does not check out. Blobs are
+// stored in the checked format (checked.go): blocks of 64 KiB, each with a
+// CRC-32C bound to the blob and to the block's place. A Get checks each
+// block before any of its bytes leave, from the block that holds the read
+// offset on, at memory speed instead of the digest's hash speed. Blobs
+// stored before that format (their bytes alone) are re-hashed as before.
 //
 // AC entries (an ActionResult, or an HTTP client's opaque entry, which do
 // not hash to their key) are stored with a trailer: the SHA-256 of the
-// entry. A Get checks it the same way, so an entry changed on disk is never
-// served as valid.
+// entry. A Get checks it the same way as an old blob, so an entry changed
+// on disk is never served as valid.
 //
 // Put hashes the upload while handing it to the inner store; on a mismatch
 // the reader the inner store consumes returns an error, so the inner store
 // publishes nothing. An upload longer than the digest size fails as soon as
 // it has one byte too many.
 //
-// Get hashes while the caller reads and holds back the object's final byte
-// until the whole object has been read from the inner store and checked. A
-// corrupt object therefore ends in an error wrapping ErrCorrupt, never in a
-// complete stream; it is deleted from the inner store and logged at WARN, so
-// the next lookup is a clean miss and Bazel uploads it again. Memory is
-// independent of object size.
+// Get of a re-hashed object holds back the object's final byte until the
+// whole object has been read from the inner store and checked. A corrupt
+// object therefore ends in an error wrapping ErrCorrupt, never in a
+// complete stream (a checked blob: never in a byte of a bad block); it is
+// deleted from the inner store and logged at WARN, so the next lookup is a
+// clean miss and Bazel uploads it again. Memory is independent of object
+// size.
 package verify
 
 import (
@@ -116,7 +122,10 @@ func (s *checkingStore) Put(ctx context.Context, key cas.Key, size int64, r io.R
 	if size == cas.SizeUnknown && key.Digest.Size != cas.SizeUnknown {
 		size = key.Digest.Size
 	}
-	err = s.inner.Put(ctx, key, size, vr)
+	if size != cas.SizeUnknown {
+		size = checkedSize(size)
+	}
+	err = s.inner.Put(ctx, key, size, newCheckingWriter(vr, key.Digest))
 	if vr.mismatch != nil {
 		return vr.mismatch // whatever the inner store made of it
 	}

@@ -282,27 +282,51 @@ func TestOneByteReads(t *testing.T) {
 	}
 }
 
+// A changed byte anywhere in a stored blob (header, data or CRC) fails
+// every read of the block it is in, before any byte of that block is
+// served, and the blob is deleted. Blocks a read does not reach are not
+// read, so a read that starts past the damage serves intact bytes.
 func TestCorruptByteOnDiskIsNeverServed(t *testing.T) {
-	const size = 100_000
-	for _, pos := range []int{0, size / 2, size - 1} {
-		for _, off := range []int64{0, size / 2, size - 1, size} {
-			t.Run(fmt.Sprintf("flip%d_offset%d", pos, off), func(t *testing.T) {
+	const size = 100_000 // block 0: 0-65535, block 1 (the last): 65536-99999
+	stored := func(block int64, at int64) int64 { return headerSize + block*(blockSize+crcSize) + at }
+	for _, flip := range []struct {
+		name  string
+		pos   int64 // in the stored object
+		block int64 // the first block whose reads fail
+	}{
+		{"header", 0, 0},
+		{"first byte", stored(0, 0), 0},
+		{"block 0 CRC", stored(0, blockSize), 0},
+		{"middle of block 1", stored(1, 20_000), 1},
+		{"last CRC", stored(1, size-blockSize+1), 1},
+	} {
+		for _, off := range []int64{0, 50_000, 65_536, size - 1, size} {
+			t.Run(fmt.Sprintf("%s_offset%d", flip.name, off), func(t *testing.T) {
 				s, inner := newStores(t)
 				data := randomBytes(size)
 				k := sha(data)
 				if err := put(s, k, data); err != nil {
 					t.Fatal(err)
 				}
-				stored := inner.Raw(k)
-				stored[pos] ^= 0x01
-				inner.Set(k, stored)
+				raw := inner.Raw(k)
+				raw[flip.pos] ^= 0x01
+				inner.Set(k, raw)
 
 				got, err := readAll(s, k, off)
+				if !bytes.Equal(got, data[off:off+int64(len(got))]) {
+					t.Fatalf("served %d bytes that differ from the blob", len(got))
+				}
+				if off/blockSize > flip.block || (off == size && flip.block < size/blockSize) {
+					if err != nil || len(got) != size-int(off) {
+						t.Fatalf("a read past the damaged block: %d bytes, %v; want the intact rest", len(got), err)
+					}
+					return
+				}
 				if !errors.Is(err, ErrCorrupt) {
 					t.Fatalf("Get of a corrupt blob: %v, want ErrCorrupt", err)
 				}
-				if off < size && int64(len(got)) >= size-off {
-					t.Fatalf("the whole corrupt content (%d bytes) was served", len(got))
+				if end := off + int64(len(got)); len(got) > 0 && end > flip.block*blockSize {
+					t.Fatalf("served up to byte %d, into the damaged block %d", end, flip.block)
 				}
 				if !missing(t, inner, k) {
 					t.Fatal("the corrupt blob is still stored")

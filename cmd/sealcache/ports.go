@@ -58,4 +58,3 @@ func isGRPCPort(ctx context.Context, serverURL string) (string, bool) {
 	}
 	return port, true
 }
-

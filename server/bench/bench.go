@@ -1,7 +1,21 @@
-// Package bench measures a REAPI cache server from the client side: large
-// blob ByteStream throughput and small-blob FindMissing and batch rates. It
-// talks to any REAPI server, so the same figures can be taken of Sealcache
-// and of other caches on the same machine.
+// Package bench measures a REAPI cache server from the client side, the
+// way issue 12 states its targets: a mixed small-blob load from 32 clients,
+// one 1 GiB blob over ByteStream, FindMissingBlobs of 10,000 digests idle
+// and under load, zstd-compressed transfers next to zstd's own speed, and
+// batch RPCs. It talks to any REAPI server, so the same figures can be
+// taken of Sealcache, of an older Sealcache, and of other caches.
+//
+// Each measurement is a function of its own (Mixed, Large, FindMissing,
+// Zstd, Batch) returning a report; Suite runs them all for one or two
+// API keys (a plain org and a CMEK org) and Table prints the figures next
+// to the targets. `sealcache bench` is the command line for it, and
+// `make bench` starts a server and runs it (see server/bench/run.sh).
+//
+// The client shares the machine with the server in these measurements, so
+// it does as little as it can while a figure is being taken: blobs are made
+// and hashed before the clock starts, and reads are compared byte for byte
+// rather than hashed, except for the 1 GiB download, which hashes what it
+// receives as a real client would.
 package bench
 
 import (
@@ -12,7 +26,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -20,201 +37,215 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Options say how much to send.
-type Options struct {
-	Instance   string
-	LargeSize  int64 // bytes of the large blob (0 skips the large-blob test)
-	SmallCount int   // number of small blobs
-	SmallMin   int   // smallest small blob
-	SmallMax   int   // largest small blob
-	FindBatch  int   // digests per FindMissingBlobs call
-	FindRounds int   // FindMissingBlobs calls over the small blobs
-	Seed       uint64
+// Dialer opens a new connection to the server under test. Benchmarks with
+// many clients open one connection per client, as separate Bazel processes
+// would.
+type Dialer func() (*grpc.ClientConn, error)
+
+// Phase sums up one timed phase: how many operations, how many bytes, how
+// long, and the spread of per-operation latencies.
+type Phase struct {
+	Ops     int
+	Bytes   int64
+	Elapsed time.Duration
+	P50     time.Duration
+	P99     time.Duration
 }
 
-// DefaultOptions are sized for a quick run on one machine.
-func DefaultOptions() Options {
-	return Options{LargeSize: 256 << 20, SmallCount: 5000, SmallMin: 1000, SmallMax: 100_000, FindBatch: 1000, FindRounds: 200, Seed: uint64(time.Now().UnixNano())}
+func (p Phase) OpsPerSec() float64 { return float64(p.Ops) / p.Elapsed.Seconds() }
+func (p Phase) MBPerSec() float64  { return float64(p.Bytes) / 1e6 / p.Elapsed.Seconds() }
+
+func (p Phase) String() string {
+	return fmt.Sprintf("%d ops in %v: %.0f ops/s, %.1f MB/s, p50 %v, p99 %v",
+		p.Ops, p.Elapsed.Round(time.Millisecond), p.OpsPerSec(), p.MBPerSec(), round(p.P50), round(p.P99))
 }
 
-// Report holds the measured rates.
-type Report struct {
-	LargeUploadMBps, LargeDownloadMBps float64
-	SmallUploadBlobsPerSec             float64
-	SmallUploadMBps                    float64
-	SmallReadBlobsPerSec               float64
-	FindMissingDigestsPerSec           float64
-}
-
-func (r Report) String() string {
-	return fmt.Sprintf("large upload %.0f MB/s, large download %.0f MB/s, small upload %.0f blobs/s (%.0f MB/s), small batch read %.0f blobs/s, FindMissing %.0f digests/s",
-		r.LargeUploadMBps, r.LargeDownloadMBps, r.SmallUploadBlobsPerSec, r.SmallUploadMBps, r.SmallReadBlobsPerSec, r.FindMissingDigestsPerSec)
-}
-
-// Run measures the server behind conn.
-func Run(ctx context.Context, conn *grpc.ClientConn, o Options) (Report, error) {
-	var r Report
-	bs := bspb.NewByteStreamClient(conn)
-	cas := repb.NewContentAddressableStorageClient(conn)
-	rng := rand.New(rand.NewPCG(o.Seed, 1))
-	if o.LargeSize > 0 {
-		up, down, err := Large(ctx, bs, o.Instance, o.LargeSize, o.Seed)
-		if err != nil {
-			return r, err
-		}
-		r.LargeUploadMBps, r.LargeDownloadMBps = up, down
+func round(d time.Duration) time.Duration {
+	switch {
+	case d > 10*time.Millisecond:
+		return d.Round(time.Millisecond)
+	case d > 10*time.Microsecond:
+		return d.Round(10 * time.Microsecond)
 	}
-	if o.SmallCount > 0 {
-		blobs := make([][]byte, o.SmallCount)
-		digests := make([]*repb.Digest, o.SmallCount)
-		var total int
-		for i := range blobs {
-			b := make([]byte, o.SmallMin+rng.IntN(o.SmallMax-o.SmallMin+1))
-			fill(rng, b)
-			blobs[i] = b
-			sum := sha256.Sum256(b)
-			digests[i] = &repb.Digest{Hash: hex.EncodeToString(sum[:]), SizeBytes: int64(len(b))}
-			total += len(b)
-		}
-		start := time.Now()
-		for i := 0; i < len(blobs); {
-			req := &repb.BatchUpdateBlobsRequest{InstanceName: o.Instance}
-			size := 0
-			for ; i < len(blobs) && size+len(blobs[i]) < 3<<20; i++ {
-				req.Requests = append(req.Requests, &repb.BatchUpdateBlobsRequest_Request{Digest: digests[i], Data: blobs[i]})
-				size += len(blobs[i])
-			}
-			resp, err := cas.BatchUpdateBlobs(ctx, req)
-			if err != nil {
-				return r, fmt.Errorf("BatchUpdateBlobs: %w", err)
-			}
-			for _, s := range resp.Responses {
-				if s.Status.GetCode() != 0 {
-					return r, fmt.Errorf("BatchUpdateBlobs: blob %s: %s", s.Digest.GetHash(), s.Status.GetMessage())
-				}
-			}
-		}
-		el := time.Since(start).Seconds()
-		r.SmallUploadBlobsPerSec = float64(len(blobs)) / el
-		r.SmallUploadMBps = float64(total) / 1e6 / el
-
-		start = time.Now()
-		for i := 0; i < len(digests); {
-			req := &repb.BatchReadBlobsRequest{InstanceName: o.Instance}
-			size := int64(0)
-			for ; i < len(digests) && size+digests[i].SizeBytes < 3<<20; i++ {
-				req.Digests = append(req.Digests, digests[i])
-				size += digests[i].SizeBytes
-			}
-			if _, err := cas.BatchReadBlobs(ctx, req); err != nil {
-				return r, fmt.Errorf("BatchReadBlobs: %w", err)
-			}
-		}
-		r.SmallReadBlobsPerSec = float64(len(digests)) / time.Since(start).Seconds()
-
-		start = time.Now()
-		n := 0
-		for round := 0; round < o.FindRounds; round++ {
-			off := (round * o.FindBatch) % len(digests)
-			end := min(off+o.FindBatch, len(digests))
-			if _, err := cas.FindMissingBlobs(ctx, &repb.FindMissingBlobsRequest{InstanceName: o.Instance, BlobDigests: digests[off:end]}); err != nil {
-				return r, fmt.Errorf("FindMissingBlobs: %w", err)
-			}
-			n += end - off
-		}
-		r.FindMissingDigestsPerSec = float64(n) / time.Since(start).Seconds()
-	}
-	return r, nil
+	return d
 }
 
-// Large uploads and downloads one blob of size bytes and returns MB/s each way.
-func Large(ctx context.Context, bs bspb.ByteStreamClient, instance string, size int64, seed uint64) (upMBps, downMBps float64, err error) {
-	h := sha256.New()
-	io.Copy(h, randomStream(seed, size))
-	hash := hex.EncodeToString(h.Sum(nil))
-	prefix := ""
-	if instance != "" {
-		prefix = instance + "/"
-	}
+// runClients calls op(client, i) for i in [0, n) from clients goroutines,
+// timing each call.
+func runClients(clients, n int, op func(client, i int) (int64, error)) (Phase, error) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, clients)
+	errs := make([]error, clients)
+	var total atomic.Int64
+	var wg sync.WaitGroup
 	start := time.Now()
+	for c := range clients {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				t0 := time.Now()
+				b, err := op(c, i)
+				lat[c] = append(lat[c], time.Since(t0))
+				if err != nil {
+					errs[c] = err
+					next.Store(int64(n)) // stop the others too
+					return
+				}
+				total.Add(b)
+			}
+		})
+	}
+	wg.Wait()
+	p := Phase{Ops: n, Bytes: total.Load(), Elapsed: time.Since(start)}
+	for _, err := range errs {
+		if err != nil {
+			return p, err
+		}
+	}
+	p.P50, p.P99 = percentiles(slices.Concat(lat...))
+	return p, nil
+}
+
+func percentiles(d []time.Duration) (p50, p99 time.Duration) {
+	if len(d) == 0 {
+		return 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)*50/100], d[min(len(d)*99/100, len(d)-1)]
+}
+
+// blob is one blob of a workload, with its digest.
+type blob struct {
+	digest *repb.Digest
+	data   []byte
+}
+
+// randomBlobs makes n incompressible blobs of sizes uniform in
+// [minSize, maxSize], different for every seed: each is cut from a pool of
+// random bytes and starts with the seed and its own number.
+func randomBlobs(seed uint64, n, minSize, maxSize int) []blob {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	const poolSize = 4 << 20
+	pool := make([]byte, poolSize+maxSize)
+	for i := 0; i+8 <= len(pool); i += 8 {
+		binary.LittleEndian.PutUint64(pool[i:], r.Uint64())
+	}
+	blobs := make([]blob, n)
+	for i := range blobs {
+		size := minSize + r.IntN(maxSize-minSize+1)
+		off := r.IntN(poolSize)
+		data := make([]byte, size)
+		copy(data, pool[off:off+size])
+		if size >= 16 {
+			binary.LittleEndian.PutUint64(data, seed)
+			binary.LittleEndian.PutUint64(data[8:], uint64(i))
+		}
+		blobs[i] = blob{digest: sha256Digest(data), data: data}
+	}
+	return blobs
+}
+
+func sha256Digest(data []byte) *repb.Digest {
+	sum := sha256.Sum256(data)
+	return &repb.Digest{Hash: hex.EncodeToString(sum[:]), SizeBytes: int64(len(data))}
+}
+
+// resourcePrefix is what an instance name adds in front of resource names.
+func resourcePrefix(instance string) string {
+	if instance == "" {
+		return ""
+	}
+	return instance + "/"
+}
+
+var uploadCounter atomic.Uint64
+
+// uploadName is a fresh ByteStream upload resource name for d.
+func uploadName(instance string, d *repb.Digest, compressed bool) string {
+	id := fmt.Sprintf("%x-%d", time.Now().UnixNano(), uploadCounter.Add(1))
+	if compressed {
+		return resourcePrefix(instance) + "uploads/" + id + "/compressed-blobs/zstd/" + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
+	}
+	return resourcePrefix(instance) + "uploads/" + id + "/blobs/" + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
+}
+
+func readName(instance string, d *repb.Digest, compressed bool) string {
+	if compressed {
+		return resourcePrefix(instance) + "compressed-blobs/zstd/" + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
+	}
+	return resourcePrefix(instance) + "blobs/" + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
+}
+
+// writeBlob uploads data (or its compressed form) with one ByteStream
+// Write stream, in messages of at most chunk bytes.
+func writeBlob(ctx context.Context, bs bspb.ByteStreamClient, instance string, d *repb.Digest, data []byte, compressed bool, chunk int) error {
 	stream, err := bs.Write(ctx)
 	if err != nil {
-		return 0, 0, err
+		return err
 	}
-	name := prefix + "uploads/bench-" + strconv.FormatUint(seed, 36) + "/blobs/" + hash + "/" + strconv.FormatInt(size, 10)
-	src := randomStream(seed, size)
-	buf := make([]byte, 1<<20)
-	var off int64
-	for off < size {
-		n, _ := io.ReadFull(src, buf)
-		if err := stream.Send(&bspb.WriteRequest{ResourceName: name, WriteOffset: off, Data: buf[:n], FinishWrite: off+int64(n) == size}); err != nil {
-			break // CloseAndRecv reports why
+	name := uploadName(instance, d, compressed)
+	off := 0
+	for {
+		n := min(chunk, len(data)-off)
+		req := &bspb.WriteRequest{WriteOffset: int64(off), Data: data[off : off+n], FinishWrite: off+n == len(data)}
+		if off == 0 {
+			req.ResourceName = name
 		}
-		off += int64(n)
+		if err := stream.Send(req); err != nil {
+			break // CloseAndRecv says why
+		}
+		off += n
+		if off == len(data) {
+			break
+		}
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
-		return 0, 0, fmt.Errorf("ByteStream Write: %w", err)
+		return fmt.Errorf("ByteStream Write %s: %w", name, err)
 	}
-	upMBps = float64(size) / 1e6 / time.Since(start).Seconds()
+	return nil
+}
 
-	start = time.Now()
-	rs, err := bs.Read(ctx, &bspb.ReadRequest{ResourceName: prefix + "blobs/" + hash + "/" + strconv.FormatInt(size, 10)})
+// readBlob reads a blob with ByteStream Read into buf (reused) and returns it.
+func readBlob(ctx context.Context, bs bspb.ByteStreamClient, name string, buf []byte) ([]byte, error) {
+	rs, err := bs.Read(ctx, &bspb.ReadRequest{ResourceName: name})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	var got int64
+	buf = buf[:0]
 	for {
 		resp, err := rs.Recv()
 		if err == io.EOF {
-			break
+			return buf, nil
 		}
 		if err != nil {
-			return 0, 0, fmt.Errorf("ByteStream Read: %w", err)
+			return nil, fmt.Errorf("ByteStream Read %s: %w", name, err)
 		}
-		got += int64(len(resp.Data))
+		buf = append(buf, resp.Data...)
 	}
-	if got != size {
-		return 0, 0, fmt.Errorf("ByteStream Read returned %d of %d bytes", got, size)
-	}
-	downMBps = float64(size) / 1e6 / time.Since(start).Seconds()
-	return upMBps, downMBps, nil
 }
 
-func fill(rng *rand.Rand, b []byte) {
-	for i := 0; i < len(b); i += 8 {
-		v := rng.Uint64()
-		for j := 0; j < 8 && i+j < len(b); j++ {
-			b[i+j] = byte(v >> (8 * j))
+// dialAll opens n connections.
+func dialAll(dial Dialer, n int) ([]*grpc.ClientConn, func(), error) {
+	conns := make([]*grpc.ClientConn, 0, n)
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
 		}
 	}
-}
-
-// randomStream yields n bytes that differ for every seed and every MiB,
-// cheaply: one random MiB repeated, each copy stamped with its index, so
-// the client spends its CPU on sending rather than on making data.
-func randomStream(seed uint64, n int64) io.Reader {
-	var key [32]byte
-	binary.LittleEndian.PutUint64(key[:], seed)
-	block := make([]byte, 1<<20)
-	rand.NewChaCha8(key).Read(block)
-	return io.LimitReader(&stampedBlocks{block: block}, n)
-}
-
-type stampedBlocks struct {
-	block []byte
-	index uint64 // which copy of block is being read
-	off   int
-}
-
-func (s *stampedBlocks) Read(p []byte) (int, error) {
-	if s.off == 0 {
-		binary.LittleEndian.PutUint64(s.block, s.index)
+	for range n {
+		c, err := dial()
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns = append(conns, c)
 	}
-	n := copy(p, s.block[s.off:])
-	s.off += n
-	if s.off == len(s.block) {
-		s.off = 0
-		s.index++
-	}
-	return n, nil
+	return conns, closeAll, nil
+}
+
+func newByteStream(conn *grpc.ClientConn) bspb.ByteStreamClient {
+	return bspb.NewByteStreamClient(conn)
 }

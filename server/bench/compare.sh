@@ -1,0 +1,94 @@
+#!/bin/sh
+# Paired comparison of two sealcache binaries on a shared machine: start a
+# fresh server of the old binary, take one run of the chosen measurements,
+# stop it; then the same with the new binary (plain org, and a CMEK org);
+# repeat ROUNDS times, alternating, so that a busy moment of the machine
+# falls on both sides alike. Prints one table: medians and spreads over the
+# rounds, the old binary's as the baseline column.
+#
+#   OLD_SEALCACHE=/tmp/old/sealcache server/bench/compare.sh
+#
+# Environment: SEALCACHE (new binary, default bin/sealcache), OLD_SEALCACHE
+# (required), ROUNDS (default 5), ONLY (measurements, default mixed,batch),
+# WARMUP (measurements run once, untimed, on each fresh server before the
+# timed run, e.g. WARMUP=mixed for a server that has already stored
+# something; default none),
+# BENCH_DIR (parent of the data directories; /dev/shm for CPU-bound
+# figures), BENCH_ARGS (more flags for `sealcache bench`), BENCH_OUT (keep
+# the JSON samples there).
+set -eu
+
+SEALCACHE=${SEALCACHE:-bin/sealcache}
+: "${OLD_SEALCACHE:?set OLD_SEALCACHE to the binary to compare with}"
+ROUNDS=${ROUNDS:-5}
+ONLY=${ONLY:-mixed,batch}
+BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}}
+BENCH_ARGS=${BENCH_ARGS:-}
+work=$(mktemp -d "$BENCH_DIR/sealcache-compare-XXXXXX")
+out=${BENCH_OUT:-$work}
+mkdir -p "$out"
+pid=""
+trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT INT TERM
+
+# start BINARY NAME: a server on free ports with a fresh data directory.
+start() {
+	data="$work/$2-data"
+	rm -rf "$data"
+	"$1" --data_dir "$data" --grpc_address 127.0.0.1:0 --http_address 127.0.0.1:0 >"$work/$2.out" 2>"$work/$2.log" &
+	pid=$!
+	i=0
+	until grep -q 'msg=serving' "$work/$2.log" 2>/dev/null; do
+		i=$((i + 1))
+		if [ $i -gt 300 ] || ! kill -0 "$pid" 2>/dev/null; then
+			cat "$work/$2.log" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
+	grpc=$(sed -n 's/.*msg=serving.* grpc_address=\([^ ]*\).*/\1/p' "$work/$2.log" | head -n1)
+	http=$(sed -n 's/.*msg=serving.* http_address=\([^ ]*\).*/\1/p' "$work/$2.log" | head -n1)
+	admin_key=$(cat "$data/initial-admin-api-key")
+	operator_key=$(cat "$data/initial-operator-api-key")
+}
+
+stop() {
+	kill "$pid"
+	wait "$pid" 2>/dev/null || true
+	pid=""
+	rm -rf "$data"
+}
+
+# warmup CMEK_KEY: the WARMUP measurements, untimed, for the plain org
+# and (when given) the CMEK org.
+warmup() {
+	[ -n "${WARMUP:-}" ] || return 0
+	if [ -n "$1" ]; then
+		"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --cmek_api_key "$1" --only "$WARMUP" --runs 1 >/dev/null 2>&1
+	else
+		"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --only "$WARMUP" --runs 1 >/dev/null 2>&1
+	fi
+}
+
+round=1
+while [ $round -le "$ROUNDS" ]; do
+	echo "round $round of $ROUNDS, load average $(cut -d' ' -f1 /proc/loadavg)" >&2
+	start "$OLD_SEALCACHE" old
+	warmup ""
+	# shellcheck disable=SC2086
+	"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --server_pid "$pid" \
+		--only "$ONLY" --runs 1 --json "$out/old-$round.json" $BENCH_ARGS >/dev/null 2>&1
+	stop
+	start "$SEALCACHE" new
+	"$SEALCACHE" kms create-local-key bench --data_dir "$data" >/dev/null
+	cmek_key=$(SEALCACHE_API_KEY=$operator_key "$SEALCACHE" admin --server "http://$http" --json orgs create bench-cmek |
+		sed -n 's/.*"adminKeySecret": *"\([^"]*\)".*/\1/p')
+	SEALCACHE_API_KEY=$cmek_key "$SEALCACHE" admin --server "http://$http" encryption enable --key_uri local-kms://bench >/dev/null
+	warmup "$cmek_key"
+	# shellcheck disable=SC2086
+	"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --cmek_api_key "$cmek_key" --server_pid "$pid" \
+		--only "$ONLY" --runs 1 --json "$out/new-$round.json" $BENCH_ARGS >/dev/null 2>&1
+	stop
+	round=$((round + 1))
+done
+
+"$SEALCACHE" bench --baseline "$(ls "$out"/old-*.json | tr '\n' ',')" --table "$(ls "$out"/new-*.json | tr '\n' ',')"
