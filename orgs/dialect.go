@@ -72,6 +72,12 @@ var sqliteDialect = &dialect{
 	findLeftovers: leftoversInSQLiteFiles,
 }
 
+// isSQLiteBusy reports whether err is SQLite's "database is locked".
+func isSQLiteBusy(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
 var postgresDialect = &dialect{
 	name: "postgres",
 	schemaTokens: map[string]string{

@@ -105,7 +105,7 @@ func OpenSQLite(path string) (*DB, error) {
 	s := newDB(db, sqliteDialect)
 	s.sqlitePath = path
 	ctx := context.Background()
-	if err := db.PingContext(ctx); err != nil {
+	if err := pingSQLite(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("opening metadata database %s: %w (check that the directory exists and is writable)", path, err)
 	}
@@ -114,6 +114,22 @@ func OpenSQLite(path string) (*DB, error) {
 		return nil, fmt.Errorf("metadata database %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// pingSQLite opens the first connection. Switching a fresh database to WAL
+// needs an exclusive lock, and SQLite answers SQLITE_BUSY there at once,
+// without waiting out busy_timeout, when another process (a second server
+// or `sealcache admin` started at the same moment) is doing the same. So a
+// busy answer is retried until the busy timeout has passed.
+func pingSQLite(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := db.PingContext(ctx)
+		if err == nil || !isSQLiteBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(wait)
+	}
 }
 
 func newDB(db *sql.DB, d *dialect) *DB {
