@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+
+	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
 // BatchOptions shape the batch RPC measurement (target 5).
@@ -44,7 +46,7 @@ func Batch(ctx context.Context, dial Dialer, o BatchOptions) (BatchReport, error
 	all := randomBlobs(o.Seed, o.Batches*o.BatchBlobs, o.MinSize, o.MaxSize)
 	batch := func(i int) []blob { return all[i*o.BatchBlobs : (i+1)*o.BatchBlobs] }
 
-	r.Update, err = runClients(1, o.Batches, func(_, i int) (int64, error) {
+	r.Update, err = loadgen.Run(1, o.Batches, func(_, i int) (int64, error) {
 		req := &repb.BatchUpdateBlobsRequest{InstanceName: o.Instance}
 		var n int64
 		for _, b := range batch(i) {
@@ -56,7 +58,7 @@ func Batch(ctx context.Context, dial Dialer, o BatchOptions) (BatchReport, error
 	if err != nil {
 		return r, err
 	}
-	r.Read, err = runClients(1, o.Batches, func(_, i int) (int64, error) {
+	r.Read, err = loadgen.Run(1, o.Batches, func(_, i int) (int64, error) {
 		req := &repb.BatchReadBlobsRequest{InstanceName: o.Instance}
 		for _, b := range batch(i) {
 			req.Digests = append(req.Digests, b.digest)

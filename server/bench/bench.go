@@ -26,15 +26,15 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	bspb "google.golang.org/genproto/googleapis/bytestream"
 	"google.golang.org/grpc"
+
+	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
 // Dialer opens a new connection to the server under test. Benchmarks with
@@ -42,80 +42,8 @@ import (
 // would.
 type Dialer func() (*grpc.ClientConn, error)
 
-// Phase sums up one timed phase: how many operations, how many bytes, how
-// long, and the spread of per-operation latencies.
-type Phase struct {
-	Ops     int
-	Bytes   int64
-	Elapsed time.Duration
-	P50     time.Duration
-	P99     time.Duration
-}
-
-func (p Phase) OpsPerSec() float64 { return float64(p.Ops) / p.Elapsed.Seconds() }
-func (p Phase) MBPerSec() float64  { return float64(p.Bytes) / 1e6 / p.Elapsed.Seconds() }
-
-func (p Phase) String() string {
-	return fmt.Sprintf("%d ops in %v: %.0f ops/s, %.1f MB/s, p50 %v, p99 %v",
-		p.Ops, p.Elapsed.Round(time.Millisecond), p.OpsPerSec(), p.MBPerSec(), round(p.P50), round(p.P99))
-}
-
-func round(d time.Duration) time.Duration {
-	switch {
-	case d > 10*time.Millisecond:
-		return d.Round(time.Millisecond)
-	case d > 10*time.Microsecond:
-		return d.Round(10 * time.Microsecond)
-	}
-	return d
-}
-
-// runClients calls op(client, i) for i in [0, n) from clients goroutines,
-// timing each call.
-func runClients(clients, n int, op func(client, i int) (int64, error)) (Phase, error) {
-	var next atomic.Int64
-	lat := make([][]time.Duration, clients)
-	errs := make([]error, clients)
-	var total atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				t0 := time.Now()
-				b, err := op(c, i)
-				lat[c] = append(lat[c], time.Since(t0))
-				if err != nil {
-					errs[c] = err
-					next.Store(int64(n)) // stop the others too
-					return
-				}
-				total.Add(b)
-			}
-		})
-	}
-	wg.Wait()
-	p := Phase{Ops: n, Bytes: total.Load(), Elapsed: time.Since(start)}
-	for _, err := range errs {
-		if err != nil {
-			return p, err
-		}
-	}
-	p.P50, p.P99 = percentiles(slices.Concat(lat...))
-	return p, nil
-}
-
-func percentiles(d []time.Duration) (p50, p99 time.Duration) {
-	if len(d) == 0 {
-		return 0, 0
-	}
-	slices.Sort(d)
-	return d[len(d)*50/100], d[min(len(d)*99/100, len(d)-1)]
-}
+// Phase sums up one timed phase: operations, bytes, time and latencies.
+type Phase = loadgen.Phase
 
 // blob is one blob of a workload, with its digest.
 type blob struct {

@@ -13,6 +13,8 @@ import (
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	bspb "google.golang.org/genproto/googleapis/bytestream"
+
+	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
 // FindMissingOptions shape the FindMissingBlobs measurement (target 3).
@@ -87,7 +89,7 @@ func FindMissing(ctx context.Context, dial Dialer, o FindMissingOptions) (FindMi
 		return 0, nil
 	}
 	call(0, 0) // warm up: the first call pays for connection and caches
-	if r.Idle, err = runClients(1, o.Calls, call); err != nil {
+	if r.Idle, err = loadgen.Run(1, o.Calls, call); err != nil {
 		return r, err
 	}
 
@@ -96,7 +98,7 @@ func FindMissing(ctx context.Context, dial Dialer, o FindMissingOptions) (FindMi
 		return r, err
 	}
 	time.Sleep(200 * time.Millisecond) // let the load reach its pace before timing
-	r.Loaded, err = runClients(1, o.Calls, call)
+	r.Loaded, err = loadgen.Run(1, o.Calls, call)
 	ops, elapsed, loadErr := load.stop()
 	if err != nil {
 		return r, err

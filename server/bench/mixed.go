@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	bspb "google.golang.org/genproto/googleapis/bytestream"
+
+	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
 // MixedOptions shape the mixed small-blob load (issue 12, target 1).
@@ -48,7 +50,7 @@ func Mixed(ctx context.Context, dial Dialer, o MixedOptions) (MixedReport, error
 	for i, c := range conns {
 		clients[i] = bspb.NewByteStreamClient(c)
 	}
-	r.Write, err = runClients(o.Clients, len(blobs), func(c, i int) (int64, error) {
+	r.Write, err = loadgen.Run(o.Clients, len(blobs), func(c, i int) (int64, error) {
 		b := blobs[i]
 		return int64(len(b.data)), writeBlob(ctx, clients[c], o.Instance, b.digest, b.data, false, o.Chunk)
 	})
@@ -61,7 +63,7 @@ func Mixed(ctx context.Context, dial Dialer, o MixedOptions) (MixedReport, error
 		order = append(order, rng.Perm(len(blobs))...)
 	}
 	bufs := sync.Pool{New: func() any { return new([]byte) }}
-	r.Read, err = runClients(o.Clients, len(order), func(c, i int) (int64, error) {
+	r.Read, err = loadgen.Run(o.Clients, len(order), func(c, i int) (int64, error) {
 		b := blobs[order[i]]
 		buf := bufs.Get().(*[]byte)
 		defer bufs.Put(buf)

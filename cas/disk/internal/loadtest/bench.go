@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
 // The workloads of issue 12, as benchmark bodies any store can run. open
@@ -48,8 +49,8 @@ func BenchMixed(b *testing.B, open func(testing.TB) cas.BlobStore) {
 
 // add sums figures of several runs; latencies keep the worst run's.
 func add(a, b Figures) Figures {
-	return Figures{Ops: a.Ops + b.Ops, Bytes: a.Bytes + b.Bytes, Elapsed: a.Elapsed + b.Elapsed, CPU: a.CPU + b.CPU,
-		P50: max(a.P50, b.P50), P99: max(a.P99, b.P99)}
+	return Figures{Phase: loadgen.Phase{Ops: a.Ops + b.Ops, Bytes: a.Bytes + b.Bytes, Elapsed: a.Elapsed + b.Elapsed,
+		P50: max(a.P50, b.P50), P99: max(a.P99, b.P99)}, CPU: a.CPU + b.CPU}
 }
 
 func report(b *testing.B, phase string, f Figures) {

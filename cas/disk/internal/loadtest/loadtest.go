@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +21,7 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
 // Blob is one object of a workload.
@@ -64,68 +64,24 @@ func casKey(p cas.Partition, data []byte) cas.Key {
 
 // Figures sum up one phase of a workload.
 type Figures struct {
-	Ops     int
-	Bytes   int64
-	Elapsed time.Duration
-	CPU     time.Duration // process CPU time (all goroutines, background work included)
-	P50     time.Duration
-	P99     time.Duration
+	loadgen.Phase
+	CPU time.Duration // process CPU time (all goroutines, background work included)
 }
 
 // CPUPerOp is the process CPU time per operation.
 func (f Figures) CPUPerOp() time.Duration { return f.CPU / time.Duration(max(f.Ops, 1)) }
-
-func (f Figures) OpsPerSec() float64 { return float64(f.Ops) / f.Elapsed.Seconds() }
-func (f Figures) MBPerSec() float64  { return float64(f.Bytes) / 1e6 / f.Elapsed.Seconds() }
 
 func (f Figures) String() string {
 	return fmt.Sprintf("%d ops in %v: %.0f ops/s, %.1f MB/s, %v CPU/op, p50 %v, p99 %v",
 		f.Ops, f.Elapsed.Round(time.Millisecond), f.OpsPerSec(), f.MBPerSec(), f.CPUPerOp(), f.P50, f.P99)
 }
 
-// run calls op(i) for i in [0, n) from clients goroutines and times each.
+// run calls op(i) for i in [0, n) from clients goroutines and times each,
+// with the process's CPU time.
 func run(clients, n int, op func(i int) (int64, error)) (Figures, error) {
-	var next atomic.Int64
-	lat := make([][]time.Duration, clients)
-	errs := make([]error, clients)
-	var total atomic.Int64
-	var wg sync.WaitGroup
-	start, startCPU := time.Now(), processCPU()
-	for c := range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				t0 := time.Now()
-				b, err := op(i)
-				lat[c] = append(lat[c], time.Since(t0))
-				if err != nil {
-					errs[c] = err
-					return
-				}
-				total.Add(b)
-			}
-		})
-	}
-	wg.Wait()
-	f := Figures{Ops: n, Bytes: total.Load(), Elapsed: time.Since(start), CPU: processCPU() - startCPU}
-	for _, err := range errs {
-		if err != nil {
-			return f, err
-		}
-	}
-	f.P50, f.P99 = percentiles(slices.Concat(lat...))
-	return f, nil
-}
-
-func percentiles(d []time.Duration) (p50, p99 time.Duration) {
-	if len(d) == 0 {
-		return 0, 0
-	}
-	slices.Sort(d)
-	return d[len(d)*50/100], d[min(len(d)*99/100, len(d)-1)]
+	startCPU := processCPU()
+	p, err := loadgen.Run(clients, n, func(_, i int) (int64, error) { return op(i) })
+	return Figures{Phase: p, CPU: processCPU() - startCPU}, err
 }
 
 // Write stores every blob from clients goroutines.
@@ -180,7 +136,7 @@ func FindMissingLatencies(ctx context.Context, s cas.BlobStore, keys []cas.Key, 
 			return 0, 0, fmt.Errorf("FindMissing found %d of %d keys missing; want %d", len(missing), len(keys), wantMissing)
 		}
 	}
-	p50, p99 = percentiles(lat)
+	p50, p99 = loadgen.Percentiles(lat)
 	return p50, p99, nil
 }
 
