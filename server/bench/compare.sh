@@ -30,33 +30,7 @@ mkdir -p "$out"
 pid=""
 trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT INT TERM
 
-# start BINARY NAME: a server on free ports with a fresh data directory.
-start() {
-	data="$work/$2-data"
-	rm -rf "$data"
-	"$1" --data_dir "$data" --grpc_address 127.0.0.1:0 --http_address 127.0.0.1:0 >"$work/$2.out" 2>"$work/$2.log" &
-	pid=$!
-	i=0
-	until grep -q 'msg=serving' "$work/$2.log" 2>/dev/null; do
-		i=$((i + 1))
-		if [ $i -gt 300 ] || ! kill -0 "$pid" 2>/dev/null; then
-			cat "$work/$2.log" >&2
-			exit 1
-		fi
-		sleep 0.1
-	done
-	grpc=$(sed -n 's/.*msg=serving.* grpc_address=\([^ ]*\).*/\1/p' "$work/$2.log" | head -n1)
-	http=$(sed -n 's/.*msg=serving.* http_address=\([^ ]*\).*/\1/p' "$work/$2.log" | head -n1)
-	admin_key=$(cat "$data/initial-admin-api-key")
-	operator_key=$(cat "$data/initial-operator-api-key")
-}
-
-stop() {
-	kill "$pid"
-	wait "$pid" 2>/dev/null || true
-	pid=""
-	rm -rf "$data"
-}
+. "$(dirname "$0")/server.sh"
 
 # warmup CMEK_KEY: the WARMUP measurements, untimed, for the plain org
 # and (when given) the CMEK org.
@@ -72,22 +46,21 @@ warmup() {
 round=1
 while [ $round -le "$ROUNDS" ]; do
 	echo "round $round of $ROUNDS, load average $(cut -d' ' -f1 /proc/loadavg)" >&2
-	start "$OLD_SEALCACHE" old
+	start_server old "$OLD_SEALCACHE"
 	warmup ""
 	# shellcheck disable=SC2086
 	"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --server_pid "$pid" \
 		--only "$ONLY" --runs 1 --json "$out/old-$round.json" $BENCH_ARGS >/dev/null 2>&1
-	stop
-	start "$SEALCACHE" new
-	"$SEALCACHE" kms create-local-key bench --data_dir "$data" >/dev/null
-	cmek_key=$(SEALCACHE_API_KEY=$operator_key "$SEALCACHE" admin --server "http://$http" --json orgs create bench-cmek |
-		sed -n 's/.*"adminKeySecret": *"\([^"]*\)".*/\1/p')
-	SEALCACHE_API_KEY=$cmek_key "$SEALCACHE" admin --server "http://$http" encryption enable --key_uri local-kms://bench >/dev/null
+	stop_server
+	rm -rf "$data"
+	start_server new "$SEALCACHE"
+	make_cmek_org
 	warmup "$cmek_key"
 	# shellcheck disable=SC2086
 	"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --cmek_api_key "$cmek_key" --server_pid "$pid" \
 		--only "$ONLY" --runs 1 --json "$out/new-$round.json" $BENCH_ARGS >/dev/null 2>&1
-	stop
+	stop_server
+	rm -rf "$data"
 	round=$((round + 1))
 done
 

@@ -43,60 +43,27 @@ drop_caches() {
 	fi
 }
 
-# start BINARY NAME: run a server on free ports with data in $work/NAME;
-# sets pid, grpc and http.
-start() {
-	data="$work/$1-data"
-	log="$out/$1-server.log"
-	drop_caches
-	"$2" --data_dir "$data" --grpc_address 127.0.0.1:0 --http_address 127.0.0.1:0 \
-		>"$out/$1-server.out" 2>"$log" &
-	pid=$!
-	# The "serving" log line names the ports really bound, and comes
-	# once both ports serve and the initial keys are written.
-	i=0
-	until grep -q 'msg=serving' "$log" 2>/dev/null; do
-		i=$((i + 1))
-		if [ $i -gt 300 ] || ! kill -0 "$pid" 2>/dev/null; then
-			echo "the server did not start; its log:" >&2
-			cat "$log" >&2
-			exit 1
-		fi
-		sleep 0.1
-	done
-	grpc=$(sed -n 's/.*msg=serving.* grpc_address=\([^ ]*\).*/\1/p' "$log" | head -n1)
-	http=$(sed -n 's/.*msg=serving.* http_address=\([^ ]*\).*/\1/p' "$log" | head -n1)
-	admin_key=$(cat "$data/initial-admin-api-key")
-	operator_key=$(cat "$data/initial-operator-api-key")
-}
-
-stop() {
-	kill "$pid"
-	wait "$pid" 2>/dev/null || true
-	pid=""
-}
+. "$(dirname "$0")/server.sh"
 
 baseline=""
 if [ -n "${OLD_SEALCACHE:-}" ]; then
-	start old "$OLD_SEALCACHE"
+	drop_caches
+	start_server old "$OLD_SEALCACHE"
 	echo "old server: pid $pid, grpc $grpc" >&2
 	# shellcheck disable=SC2086
 	"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --server_pid "$pid" \
 		--json "$out/old.json" $BENCH_ARGS >"$out/old-table.md"
-	stop
+	stop_server
 	rm -rf "$data" # on tmpfs its gigabytes would stay in memory
 	baseline="--baseline $out/old.json"
 fi
 
-start new "$SEALCACHE"
+drop_caches
+start_server new "$SEALCACHE"
 echo "server: pid $pid, grpc $grpc, http $http, data $data" >&2
-"$SEALCACHE" kms create-local-key bench --data_dir "$data" >/dev/null
-cmek_key=$(SEALCACHE_API_KEY=$operator_key "$SEALCACHE" admin --server "http://$http" --json orgs create bench-cmek |
-	sed -n 's/.*"adminKeySecret": *"\([^"]*\)".*/\1/p')
-[ -n "$cmek_key" ] || { echo "creating the CMEK org failed" >&2; exit 1; }
-SEALCACHE_API_KEY=$cmek_key "$SEALCACHE" admin --server "http://$http" encryption enable --key_uri local-kms://bench >/dev/null
+make_cmek_org
 
 # shellcheck disable=SC2086
 "$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --cmek_api_key "$cmek_key" \
 	--server_pid "$pid" --json "$out/new.json" $baseline $BENCH_ARGS
-stop
+stop_server
