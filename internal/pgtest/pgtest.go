@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -30,6 +29,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sealcache/sealcache/internal/testproc"
 )
 
 // startTimeout bounds how long the server may take to accept connections:
@@ -40,9 +41,7 @@ const startTimeout = 60 * time.Second
 type Server struct {
 	Port    int
 	dataDir string
-	cmd     *exec.Cmd
-	log     *os.File
-	exited  chan struct{}
+	proc    *testproc.Process
 	dbs     atomic.Int64
 }
 
@@ -76,10 +75,7 @@ func Start(t testing.TB) *Server {
 
 func unavailable(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv("CI") == "true" || !errors.Is(err, errNotInstalled) {
-		t.Fatalf("PostgreSQL for tests: %v", err)
-	}
-	t.Skipf("PostgreSQL for tests: %v (run `make test`, which installs it)", err)
+	testproc.Unavailable(t, "PostgreSQL", err, errNotInstalled)
 }
 
 var errNotInstalled = errors.New("PostgreSQL is not installed: apt-get install postgresql")
@@ -119,16 +115,7 @@ func (s *Server) exec(ctx context.Context, sql string) error {
 
 // Stop kills the server at once (as a crash would) and removes its files.
 func (s *Server) Stop() {
-	if s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown
-		select {
-		case <-s.exited:
-		case <-time.After(30 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
-	}
-	s.log.Close()
+	s.proc.Stop(syscall.SIGQUIT, 30*time.Second) // SIGQUIT: immediate shutdown
 	os.RemoveAll(s.dataDir)
 }
 
@@ -188,53 +175,26 @@ func start() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
-	port, err := freePort()
+	port, err := testproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	logFile, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{Port: port, dataDir: dir, log: logFile, exited: make(chan struct{})}
+	s := &Server{Port: port, dataDir: dir}
 	// Durability settings are off: test data need not survive a machine crash.
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", dataDir, "-p", strconv.Itoa(port), "-k", sockDir,
+	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", dataDir, "-p", strconv.Itoa(port), "-k", sockDir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300")
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
-	if err := s.cmd.Start(); err != nil {
-		logFile.Close()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
+	if s.proc, err = testproc.Start("postgres", cmd, filepath.Join(dir, "server.log")); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting postgres: %w", err)
+		return nil, err
 	}
-	go func() { s.cmd.Wait(); close(s.exited) }()
-	if err := s.waitReady(); err != nil {
+	// Polls until the server accepts a query.
+	if err := s.proc.WaitReady(startTimeout, func() error { return s.exec(context.Background(), "SELECT 1") }); err != nil {
 		s.Stop()
 		return nil, err
 	}
 	return s, nil
-}
-
-// waitReady polls until the server accepts a query, it exits, or the
-// start timeout passes.
-func (s *Server) waitReady() error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := s.exec(context.Background(), "SELECT 1")
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-s.exited:
-			log, _ := os.ReadFile(s.log.Name())
-			return fmt.Errorf("postgres exited during start: %s", strings.TrimSpace(string(log)))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("postgres did not accept connections within %v: %v", startTimeout, err)
-		}
-	}
 }
 
 // removeDirsOfExitedRuns deletes the data directories of servers whose test
@@ -252,13 +212,4 @@ func removeDirsOfExitedRuns() {
 			os.RemoveAll(d)
 		}
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -26,7 +26,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +40,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/sealcache/sealcache/internal/testproc"
 )
 
 // Region is the region the servers announce and clients sign for.
@@ -49,9 +50,6 @@ const Region = "us-east-1"
 // startTimeout bounds how long the server may take to answer its first
 // request: a safety net for a hung start, not synchronisation.
 const startTimeout = 60 * time.Second
-
-// pollInterval is the pause between readiness probes while it starts.
-const pollInterval = 50 * time.Millisecond
 
 // startAttempts is how often a start is tried with a fresh port, since a
 // port found free can be taken by another process before the server binds it.
@@ -70,9 +68,7 @@ type Server struct {
 
 	tmpDir     string // everything of this server's: removed by Stop
 	bucketsDir string // the posix backend's root: one directory per bucket
-	cmd        *exec.Cmd
-	log        *os.File
-	exited     chan struct{}
+	proc       *testproc.Process
 	buckets    atomic.Int64
 	client     *s3.Client
 }
@@ -107,10 +103,7 @@ func Start(t testing.TB) *Server {
 
 func unavailable(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv("CI") == "true" || !errors.Is(err, errNotInstalled) {
-		t.Fatalf("S3 server for tests: %v", err)
-	}
-	t.Skipf("S3 server for tests: %v (run `make test`, which installs it)", err)
+	testproc.Unavailable(t, "S3 server", err, errNotInstalled)
 }
 
 var errNotInstalled = errors.New("versitygw is not installed in .tools/bin, $" + binaryEnv + " or PATH")
@@ -142,11 +135,7 @@ func (s *Server) NewBucket(t testing.TB) string {
 // Stop kills the server at once (as a crash would) and removes its files.
 // Clients see "connection refused" from then on.
 func (s *Server) Stop() {
-	if s.cmd.Process != nil {
-		s.cmd.Process.Kill()
-		<-s.exited
-	}
-	s.log.Close()
+	s.proc.Stop(os.Kill, 0)
 	os.RemoveAll(s.tmpDir)
 }
 
@@ -241,12 +230,7 @@ func startOnce(bin string) (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	logFile, err := os.Create(filepath.Join(dir, "server.log"))
+	port, err := testproc.FreePort()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -258,8 +242,6 @@ func startOnce(bin string) (*Server, error) {
 		SecretAccessKey: randomHex(20),
 		tmpDir:          dir,
 		bucketsDir:      root,
-		log:             logFile,
-		exited:          make(chan struct{}),
 	}
 	s.client = s3.New(s3.Options{
 		BaseEndpoint: aws.String(s.Endpoint),
@@ -270,7 +252,7 @@ func startOnce(bin string) (*Server, error) {
 	// Global flags first, then the backend and its directory. Only --port
 	// opens a listener; the admin API, WebUI, website endpoint, pprof,
 	// metrics and event sinks all stay off because no flag names them.
-	s.cmd = exec.Command(bin,
+	cmd := exec.Command(bin,
 		"--access", s.AccessKeyID,
 		"--secret", s.SecretAccessKey,
 		"--port", addr,
@@ -279,55 +261,28 @@ func startOnce(bin string) (*Server, error) {
 		"posix", root)
 	// A scrubbed environment: nothing of the caller's VGW_* or ROOT_*
 	// variables reaches the server.
-	s.cmd.Env = []string{"HOME=" + dir, "TMPDIR=" + dir}
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		logFile.Close()
+	cmd.Env = []string{"HOME=" + dir, "TMPDIR=" + dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if s.proc, err = testproc.Start("versitygw", cmd, filepath.Join(dir, "server.log")); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting versitygw: %w", err)
+		return nil, err
 	}
-	go func() { s.cmd.Wait(); close(s.exited) }()
-	if err := s.waitReady(); err != nil {
+	// Polls with a real signed request (ListBuckets).
+	err = s.proc.WaitReady(startTimeout, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := s.client.ListBuckets(ctx, &s3.ListBucketsInput{}, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
+		return err
+	})
+	var exited *testproc.ExitedError
+	if errors.As(err, &exited) && strings.Contains(exited.Log, "address already in use") {
+		err = errPortTaken
+	}
+	if err != nil {
 		s.Stop()
 		return nil, err
 	}
 	return s, nil
-}
-
-// waitReady polls with a real signed request (ListBuckets) until the server
-// answers it, exits, or the start timeout passes.
-func (s *Server) waitReady() error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.client.ListBuckets(ctx, &s3.ListBucketsInput{}, func(o *s3.Options) { o.RetryMaxAttempts = 1 })
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-s.exited:
-			log, _ := os.ReadFile(s.log.Name())
-			if strings.Contains(string(log), "address already in use") {
-				return errPortTaken
-			}
-			return fmt.Errorf("versitygw exited during start: %s", strings.TrimSpace(string(log)))
-		case <-time.After(pollInterval):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("versitygw did not answer within %v: %v", startTimeout, err)
-		}
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

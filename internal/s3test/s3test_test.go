@@ -47,7 +47,7 @@ func TestNewBucketIsFreshAndRemoved(t *testing.T) {
 // WebUI, metrics or debug listener, nothing on another interface.
 func TestServerListensOnLoopbackOnly(t *testing.T) {
 	srv := Start(t)
-	listening, err := listeningSockets(srv.cmd.Process.Pid)
+	listening, err := listeningSockets(srv.proc.Pid())
 	if err != nil {
 		t.Skipf("cannot read the server's sockets from /proc: %v", err)
 	}
