@@ -5,7 +5,7 @@ GO ?= go
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 
 # Packages with concurrency, tested under the race detector.
-RACE_PACKAGES ?= ./cas/... ./encryption/... ./orgs/... ./server/...
+RACE_PACKAGES ?= ./cas/... ./encryption/... ./internal/... ./orgs/... ./server/...
 
 # Debian packages the tests need, listed only when missing: Bazel 4.2.3 for the
 # e2e builds, Chromium for the settings page tests, ccache (4.7) as a second
