@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -154,8 +153,7 @@ func startLoad(ctx context.Context, dial Dialer, o FindMissingOptions) (*load, e
 				blob := data[:size]
 				binary.LittleEndian.PutUint64(blob, o.Seed)
 				binary.LittleEndian.PutUint64(blob[8:], uint64(c)<<40|n)
-				sum := sha256.Sum256(blob)
-				d := &repb.Digest{Hash: hex.EncodeToString(sum[:]), SizeBytes: int64(size)}
+				d := sha256Digest(blob)
 				if err := writeBlob(ctx, bs, o.Instance, d, blob, false, o.Chunk); err != nil {
 					l.fail(ctx, err)
 					return
