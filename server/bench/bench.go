@@ -173,7 +173,3 @@ func dialAll(dial Dialer, n int) ([]*grpc.ClientConn, func(), error) {
 	}
 	return conns, closeAll, nil
 }
-
-func newByteStream(conn *grpc.ClientConn) bspb.ByteStreamClient {
-	return bspb.NewByteStreamClient(conn)
-}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	bspb "google.golang.org/genproto/googleapis/bytestream"
 )
 
 // Options configure a Suite run: every measurement's options, which of
@@ -48,7 +50,7 @@ func DefaultOptions() Options {
 var Measurements = []string{"large", "mixed", "findmissing", "zstd", "batch"}
 
 // Samples holds every figure of one org's runs: figure name to one value
-// per run. Names are the keys of the table rows (rows.go).
+// per run. Names are the keys of the table rows (table.go).
 type Samples map[string][]float64
 
 func (s Samples) add(name string, v float64) { s[name] = append(s[name], v) }
@@ -125,7 +127,7 @@ func measure(ctx context.Context, m string, t Target, seed uint64, o Options, s 
 			return err
 		}
 		defer conn.Close()
-		r, err := Large(ctx, newByteStream(conn), lo)
+		r, err := Large(ctx, bspb.NewByteStreamClient(conn), lo)
 		if err != nil {
 			return err
 		}
