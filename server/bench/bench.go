@@ -94,17 +94,16 @@ var uploadCounter atomic.Uint64
 // uploadName is a fresh ByteStream upload resource name for d.
 func uploadName(instance string, d *repb.Digest, compressed bool) string {
 	id := fmt.Sprintf("%x-%d", time.Now().UnixNano(), uploadCounter.Add(1))
-	if compressed {
-		return resourcePrefix(instance) + "uploads/" + id + "/compressed-blobs/zstd/" + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
-	}
-	return resourcePrefix(instance) + "uploads/" + id + "/blobs/" + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
+	return resourcePrefix(instance) + "uploads/" + id + "/" + readName("", d, compressed)
 }
 
+// readName is the ByteStream read resource name of d.
 func readName(instance string, d *repb.Digest, compressed bool) string {
+	blobs := "blobs/"
 	if compressed {
-		return resourcePrefix(instance) + "compressed-blobs/zstd/" + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
+		blobs = "compressed-blobs/zstd/"
 	}
-	return resourcePrefix(instance) + "blobs/" + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
+	return resourcePrefix(instance) + blobs + d.Hash + "/" + strconv.FormatInt(d.SizeBytes, 10)
 }
 
 // writeBlob uploads data (or its compressed form) with one ByteStream
