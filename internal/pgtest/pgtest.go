@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -151,11 +150,21 @@ func start() (*Server, error) {
 		gid, _ := strconv.Atoi(u.Gid)
 		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
-	removeDirsOfExitedRuns()
-	dir, err := os.MkdirTemp("", fmt.Sprintf("sealcache-pg-%d-*", os.Getpid()))
+	dir, err := testproc.TempDir("sealcache-pg-")
 	if err != nil {
 		return nil, err
 	}
+	s, err := startIn(dir, bin, cred)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// startIn runs initdb and the server in dir, as cred's user when cred is
+// not nil. A server that started but did not get ready is stopped.
+func startIn(dir, bin string, cred *syscall.Credential) (*Server, error) {
 	dataDir, sockDir := filepath.Join(dir, "data"), filepath.Join(dir, "sock")
 	for _, d := range []string{dataDir, sockDir} {
 		if err := os.Mkdir(d, 0o700); err != nil {
@@ -172,7 +181,6 @@ func start() (*Server, error) {
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", dataDir, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C")
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 	port, err := testproc.FreePort()
@@ -186,7 +194,6 @@ func start() (*Server, error) {
 		"-c", "full_page_writes=off", "-c", "max_connections=300")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
 	if s.proc, err = testproc.Start("postgres", cmd, filepath.Join(dir, "server.log")); err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	// Polls until the server accepts a query.
@@ -195,21 +202,4 @@ func start() (*Server, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// removeDirsOfExitedRuns deletes the data directories of servers whose test
-// binary has exited: the shared server dies with its test binary, before it
-// could remove its own files.
-func removeDirsOfExitedRuns() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "sealcache-pg-*-*"))
-	for _, d := range dirs {
-		pidText := strings.SplitN(strings.TrimPrefix(filepath.Base(d), "sealcache-pg-"), "-", 2)[0]
-		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
-			os.RemoveAll(d)
-		}
-	}
 }

@@ -29,7 +29,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,33 +194,12 @@ func start() (*Server, error) {
 
 var errPortTaken = errors.New("port already in use")
 
-// dirPrefix starts the name of every server's temporary directory, which
-// goes on with the test process's id: the shared server is killed with its
-// test binary and cannot remove its own, so each start removes those of
-// test processes that are gone.
+// dirPrefix starts the name of every server's temporary directory (see
+// testproc.TempDir).
 const dirPrefix = "sealcache-s3test-"
 
-var sweepOnce sync.Once
-
-// sweepStale removes the directories of servers whose test process has
-// exited.
-func sweepStale() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
-	for _, d := range dirs {
-		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), dirPrefix), "-")
-		pid, err := strconv.Atoi(pidText)
-		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(d)
-		}
-	}
-}
-
 func startOnce(bin string) (*Server, error) {
-	sweepOnce.Do(sweepStale)
-	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-*", dirPrefix, os.Getpid()))
+	dir, err := testproc.TempDir(dirPrefix)
 	if err != nil {
 		return nil, err
 	}

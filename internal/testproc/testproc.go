@@ -1,7 +1,8 @@
 // Package testproc runs the servers that tests start as child processes
 // (PostgreSQL in internal/pgtest, versitygw in internal/s3test): output to
 // a log file, a channel closed when the process exits, a readiness poll
-// that fails with the log when the process dies, and a free port.
+// that fails with the log when the process dies, a free port, and a
+// temporary directory that a later run removes if this one could not.
 package testproc
 
 import (
@@ -10,7 +11,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -105,6 +109,30 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// TempDir creates a fresh temporary directory for a server, named prefix,
+// then the test process's id, then a random part. A server shared by a
+// test binary dies with it and cannot remove its own directory, so TempDir
+// first removes the directories under prefix of test processes that have
+// exited.
+func TempDir(prefix string) (string, error) {
+	removeDirsOfExitedProcesses(prefix)
+	return os.MkdirTemp("", fmt.Sprintf("%s%d-*", prefix, os.Getpid()))
+}
+
+func removeDirsOfExitedProcesses(prefix string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
+	for _, d := range dirs {
+		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), prefix), "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // Unavailable ends t when a server it needs could not start. Outside CI a
