@@ -44,21 +44,18 @@ type Server struct {
 	dbs     atomic.Int64
 }
 
-var (
-	shared     *Server
-	sharedErr  error
-	sharedOnce sync.Once
-)
+// shared is the server of the whole test binary, started on first use.
+var shared = sync.OnceValues(start)
 
 // NewDatabase returns the URL of a fresh, empty database on the shared
 // server, dropped when t ends.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	sharedOnce.Do(func() { shared, sharedErr = start() })
-	if sharedErr != nil {
-		unavailable(t, sharedErr)
+	s, err := shared()
+	if err != nil {
+		unavailable(t, err)
 	}
-	return shared.NewDatabase(t)
+	return s.NewDatabase(t)
 }
 
 // Start starts a private server for t, stopped when t ends.

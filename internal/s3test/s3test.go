@@ -72,21 +72,18 @@ type Server struct {
 	client     *s3.Client
 }
 
-var (
-	shared     *Server
-	sharedErr  error
-	sharedOnce sync.Once
-)
+// shared is the server of the whole test binary, started on first use.
+var shared = sync.OnceValues(start)
 
 // NewBucket returns the shared server and the name of a fresh, empty
 // bucket on it, removed when t ends.
 func NewBucket(t testing.TB) (*Server, string) {
 	t.Helper()
-	sharedOnce.Do(func() { shared, sharedErr = start() })
-	if sharedErr != nil {
-		unavailable(t, sharedErr)
+	s, err := shared()
+	if err != nil {
+		unavailable(t, err)
 	}
-	return shared, shared.NewBucket(t)
+	return s, s.NewBucket(t)
 }
 
 // Start starts a private server for t, stopped when t ends.
