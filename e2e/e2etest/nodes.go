@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -172,25 +171,6 @@ func (c *Client) Missing(digests ...*repb.Digest) ([]*repb.Digest, error) {
 		return nil, err
 	}
 	return resp.MissingBlobDigests, nil
-}
-
-// PollUntil checks cond every interval until it returns "", and returns how
-// long that took; after timeout it fails the test with what cond last
-// said. For measuring how soon a change reaches a server: the interval is
-// the resolution of the figure, the timeout a bound against hanging.
-func PollUntil(t testing.TB, interval, timeout time.Duration, what string, cond func() string) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		why := cond()
-		if why == "" {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("waited %v for %s: %s", timeout, what, why)
-		}
-		time.Sleep(interval)
-	}
 }
 
 // String names a digest in messages.

@@ -49,15 +49,24 @@ const pollInterval = 100 * time.Millisecond
 // timeout is a bound against hanging, never an assertion about speed.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	PollUntil(t, pollInterval, timeout, what, cond)
+}
+
+// PollUntil checks cond every interval until it returns "", and returns how
+// long that took; after timeout it fails the test with what cond last
+// said. For measuring how soon a change reaches a server: the interval is
+// the resolution of the figure, the timeout a bound against hanging.
+func PollUntil(t testing.TB, interval, timeout time.Duration, what string, cond func() string) time.Duration {
+	t.Helper()
+	start := time.Now()
 	for {
 		why := cond()
 		if why == "" {
-			return
+			return time.Since(start)
 		}
-		if time.Now().After(deadline) {
+		if time.Since(start) > timeout {
 			t.Fatalf("waited %v for %s: %s", timeout, what, why)
 		}
-		time.Sleep(pollInterval)
+		time.Sleep(interval)
 	}
 }
