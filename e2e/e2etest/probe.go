@@ -2,8 +2,6 @@ package e2etest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"testing"
 	"time"
 
@@ -31,11 +29,8 @@ func (s *Server) FindMissingBlobs(apiKey string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, "x-api-key", apiKey)
-	probe := []byte("sealcache e2e probe: never stored")
-	sum := sha256.Sum256(probe)
-	_, err = repb.NewContentAddressableStorageClient(conn).FindMissingBlobs(ctx, &repb.FindMissingBlobsRequest{
-		BlobDigests: []*repb.Digest{{Hash: hex.EncodeToString(sum[:]), SizeBytes: int64(len(probe))}},
-	})
+	probe := DigestOf([]byte("sealcache e2e probe: never stored"))
+	_, err = repb.NewContentAddressableStorageClient(conn).FindMissingBlobs(ctx, &repb.FindMissingBlobsRequest{BlobDigests: []*repb.Digest{probe}})
 	return err
 }
 
