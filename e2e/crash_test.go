@@ -3,8 +3,6 @@ package e2e_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"math"
@@ -113,11 +111,6 @@ func crashTestBlobs(round, n int) [][]byte {
 	return blobs
 }
 
-func digestOf(blob []byte) *repb.Digest {
-	sum := sha256.Sum256(blob)
-	return &repb.Digest{Hash: hex.EncodeToString(sum[:]), SizeBytes: int64(len(blob))}
-}
-
 // dial opens a gRPC connection; calls carry their key in withKey's context.
 func dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -138,7 +131,7 @@ func upload(addr, apiKey string, blob []byte) error {
 	if err != nil {
 		return err
 	}
-	d := digestOf(blob)
+	d := e2etest.DigestOf(blob)
 	name := fmt.Sprintf("uploads/crash/blobs/%s/%d", d.Hash, d.SizeBytes)
 	const chunk = 64 << 10
 	for off := 0; ; off += chunk {
@@ -164,7 +157,7 @@ func presentBlobs(t *testing.T, addr, apiKey string, blobs [][]byte) []bool {
 	defer conn.Close()
 	req := &repb.FindMissingBlobsRequest{}
 	for _, b := range blobs {
-		req.BlobDigests = append(req.BlobDigests, digestOf(b))
+		req.BlobDigests = append(req.BlobDigests, e2etest.DigestOf(b))
 	}
 	resp, err := repb.NewContentAddressableStorageClient(conn).FindMissingBlobs(withKey(apiKey), req)
 	if err != nil {
@@ -188,7 +181,7 @@ func download(addr, apiKey string, blob []byte) ([]byte, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	d := digestOf(blob)
+	d := e2etest.DigestOf(blob)
 	stream, err := bspb.NewByteStreamClient(conn).Read(withKey(apiKey), &bspb.ReadRequest{ResourceName: fmt.Sprintf("blobs/%s/%d", d.Hash, d.SizeBytes)})
 	if err != nil {
 		return nil, err
