@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/sealcache/sealcache/e2e/e2etest"
+	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
 // A casload-style mixed load against real server processes: 3,000 blobs
@@ -51,18 +49,19 @@ func BenchmarkMultiNodeLoad(b *testing.B) {
 				ctx := metadata.AppendToOutgoingContext(context.Background(), "x-api-key", key)
 				rng := rand.New(rand.NewPCG(1, 2))
 				sizes := make([]int, blobs)
-				var total int64
 				for i := range sizes {
 					sizes[i] = 1000 + rng.IntN(199_001)
-					total += int64(sizes[i])
 				}
 				digests := make([]*repb.Digest, blobs)
 
-				writeLat, writeTook := runWorkers(b, workers, blobs, func(w, i int) error {
+				write, err := loadgen.Run(workers, blobs, func(w, i int) (int64, error) {
 					data := benchBlob(i, sizes[i])
 					digests[i] = e2etest.DigestOf(data)
-					return bsWrite(ctx, clients[w%len(clients)], digests[i], data)
+					return int64(len(data)), bsWrite(ctx, clients[w%len(clients)], digests[i], data)
 				})
+				if err != nil {
+					b.Fatal(err)
+				}
 				order := make([]int, 0, blobs*reads)
 				for range reads {
 					for i := range blobs {
@@ -70,60 +69,29 @@ func BenchmarkMultiNodeLoad(b *testing.B) {
 					}
 				}
 				rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-				readLat, readTook := runWorkers(b, workers, len(order), func(w, j int) error {
-					return bsRead(ctx, clients[w%len(clients)], digests[order[j]])
+				read, err := loadgen.Run(workers, len(order), func(w, j int) (int64, error) {
+					d := digests[order[j]]
+					return d.SizeBytes, bsRead(ctx, clients[w%len(clients)], d)
 				})
+				if err != nil {
+					b.Fatal(err)
+				}
 
-				b.ReportMetric(float64(blobs)/writeTook.Seconds(), "write-blobs/s")
-				b.ReportMetric(float64(total)/1e6/writeTook.Seconds(), "write-MB/s")
-				b.ReportMetric(ms(writeLat, 50), "write-p50-ms")
-				b.ReportMetric(ms(writeLat, 99), "write-p99-ms")
-				b.ReportMetric(float64(len(order))/readTook.Seconds(), "read-blobs/s")
-				b.ReportMetric(float64(total*reads)/1e6/readTook.Seconds(), "read-MB/s")
-				b.ReportMetric(ms(readLat, 50), "read-p50-ms")
-				b.ReportMetric(ms(readLat, 99), "read-p99-ms")
+				b.ReportMetric(write.OpsPerSec(), "write-blobs/s")
+				b.ReportMetric(write.MBPerSec(), "write-MB/s")
+				b.ReportMetric(ms(write.P50), "write-p50-ms")
+				b.ReportMetric(ms(write.P99), "write-p99-ms")
+				b.ReportMetric(read.OpsPerSec(), "read-blobs/s")
+				b.ReportMetric(read.MBPerSec(), "read-MB/s")
+				b.ReportMetric(ms(read.P50), "read-p50-ms")
+				b.ReportMetric(ms(read.P99), "read-p99-ms")
 				b.ReportMetric(0, "ns/op")
 			}
 		})
 	}
 }
 
-// runWorkers runs op(worker, i) for i in [0, n) on workers goroutines and
-// returns each call's latency and the wall time.
-func runWorkers(b *testing.B, workers, n int, op func(w, i int) error) ([]time.Duration, time.Duration) {
-	lat := make([]time.Duration, n)
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || failed.Load() != nil {
-					return
-				}
-				t0 := time.Now()
-				if err := op(w, i); err != nil {
-					failed.Store(&err)
-					return
-				}
-				lat[i] = time.Since(t0)
-			}
-		})
-	}
-	wg.Wait()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	return lat, time.Since(start)
-}
-
-func ms(lat []time.Duration, pct int) float64 {
-	s := slices.Clone(lat)
-	slices.Sort(s)
-	return float64(s[(len(s)-1)*pct/100].Microseconds()) / 1000
-}
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // benchBlob is blob i's n bytes: distinct per blob, not compressible.
 func benchBlob(i, n int) []byte {
