@@ -48,7 +48,7 @@ func TestMultiNodeBuildsThroughAnyNode(t *testing.T) {
 	wg.Go(func() { resultA = throughA.Run("test", append(a.GRPCFlags(key), phase, e2etest.Targets)...) })
 	wg.Go(func() { resultC = throughC.Run("test", append(c.GRPCFlags(key), phase, e2etest.Targets)...) })
 	e2etest.PollUntil(t, 20*time.Millisecond, 5*time.Minute, "node A to receive an upload", func() string {
-		if n := requestCount(t, a, "Write"); n == 0 {
+		if n := requestCount(a, "Write"); n == 0 {
 			return "no ByteStream Write yet"
 		}
 		return ""
@@ -352,11 +352,19 @@ func lostObjects(t *testing.T, shared *e2etest.Shared, objs []indexedObject) []i
 	return lost
 }
 
-// metricValue sums the samples of a metric on a /metrics page.
-func metricValue(page, name string) float64 {
+// metricValue sums the samples of a metric on a /metrics page, only those
+// whose line holds every one of labels when any are given.
+func metricValue(page, name string, labels ...string) float64 {
 	var n float64
 	for _, line := range strings.Split(page, "\n") {
-		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		matches := true
+		for _, l := range labels {
+			matches = matches && strings.Contains(line, l)
+		}
+		if matches {
 			var v float64
 			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
 			n += v
@@ -367,17 +375,8 @@ func metricValue(page, name string) float64 {
 
 // requestCount sums sealcache_requests_total for a gRPC method on the
 // server's /metrics.
-func requestCount(t *testing.T, s *e2etest.Server, method string) float64 {
-	t.Helper()
-	var n float64
-	for _, line := range strings.Split(s.Metrics(), "\n") {
-		if strings.HasPrefix(line, "sealcache_requests_total{") && strings.Contains(line, `method="`+method+`"`) {
-			var v float64
-			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
-			n += v
-		}
-	}
-	return n
+func requestCount(s *e2etest.Server, method string) float64 {
+	return metricValue(s.Metrics(), "sealcache_requests_total", `method="`+method+`"`)
 }
 
 // wrappedHalves reads the key record's wrapped halves from PostgreSQL.
