@@ -28,9 +28,9 @@ work=$(mktemp -d "$BENCH_DIR/sealcache-compare-XXXXXX")
 out=${BENCH_OUT:-$work}
 mkdir -p "$out"
 pid=""
-trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT INT TERM
 
 . "$(dirname "$0")/server.sh"
+trap cleanup EXIT INT TERM
 
 # warmup CMEK_KEY: the WARMUP measurements, untimed, for the plain org
 # and (when given) the CMEK org.

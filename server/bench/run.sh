@@ -27,10 +27,7 @@ out=${BENCH_OUT:-$work}
 mkdir -p "$out"
 pid=""
 
-cleanup() {
-	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-	rm -rf "$work"
-}
+. "$(dirname "$0")/server.sh"
 trap cleanup EXIT INT TERM
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (measure on an idle machine)" >&2
@@ -42,8 +39,6 @@ drop_caches() {
 		echo "page cache dropped" >&2
 	fi
 }
-
-. "$(dirname "$0")/server.sh"
 
 baseline=""
 if [ -n "${OLD_SEALCACHE:-}" ]; then

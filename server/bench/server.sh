@@ -1,7 +1,7 @@
 # Shell functions shared by run.sh and compare.sh (sourced, not run): start
-# and stop a Sealcache server on free loopback ports, and make an org with
-# CMEK on. They expect $work (a temporary directory) and $out (where logs
-# go) to be set.
+# and stop a Sealcache server on free loopback ports, make an org with
+# CMEK on, and clean up on exit. They expect $work (a temporary directory),
+# $out (where logs go) and $pid (empty while no server runs) to be set.
 
 # start_server NAME BINARY: run BINARY with a fresh data directory
 # $work/NAME-data; sets pid, data, grpc, http, admin_key and operator_key.
@@ -46,4 +46,12 @@ make_cmek_org() {
 		sed -n 's/.*"adminKeySecret": *"\([^"]*\)".*/\1/p')
 	[ -n "$cmek_key" ] || { echo "creating the CMEK org failed" >&2; exit 1; }
 	SEALCACHE_API_KEY=$cmek_key "$SEALCACHE" admin --server "http://$http" encryption enable --key_uri local-kms://bench >/dev/null
+}
+
+# cleanup: the exit trap of run.sh and compare.sh. Stops a server that
+# still runs and waits for it, so that it writes nothing into $work while
+# or after that is removed.
+cleanup() {
+	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+	rm -rf "$work"
 }
