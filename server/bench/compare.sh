@@ -36,11 +36,7 @@ trap cleanup EXIT INT TERM
 # and (when given) the CMEK org.
 warmup() {
 	[ -n "${WARMUP:-}" ] || return 0
-	if [ -n "$1" ]; then
-		"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --cmek_api_key "$1" --only "$WARMUP" --runs 1 >/dev/null 2>&1
-	else
-		"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" --only "$WARMUP" --runs 1 >/dev/null 2>&1
-	fi
+	"$SEALCACHE" bench --server "grpc://$grpc" --api_key "$admin_key" ${1:+--cmek_api_key "$1"} --only "$WARMUP" --runs 1 >/dev/null 2>&1
 }
 
 round=1
