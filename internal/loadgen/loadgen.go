@@ -1,10 +1,13 @@
 // Package loadgen runs an operation from many concurrent clients and sums
-// up how it went: the loop under the client bench (server/bench) and the
-// disk store's load benchmarks (cas/disk/internal/loadtest).
+// up how it went, and makes the random data such loads move: the loop
+// under the client bench (server/bench) and the disk store's load
+// benchmarks (cas/disk/internal/loadtest).
 package loadgen
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -88,4 +91,30 @@ func Percentiles(d []time.Duration) (p50, p99 time.Duration) {
 	}
 	slices.Sort(d)
 	return d[len(d)*50/100], d[min(len(d)*99/100, len(d)-1)]
+}
+
+// RandomData makes n incompressible blobs of sizes uniform in
+// [minSize, maxSize], the same for the same seed and different for every
+// seed: each is cut from a pool of random bytes, and one of at least 16
+// bytes starts with the seed and its own number, so no two are alike.
+func RandomData(seed uint64, n, minSize, maxSize int) [][]byte {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	const poolSize = 4 << 20
+	pool := make([]byte, poolSize+maxSize)
+	for i := 0; i+8 <= len(pool); i += 8 {
+		binary.LittleEndian.PutUint64(pool[i:], r.Uint64())
+	}
+	blobs := make([][]byte, n)
+	for i := range blobs {
+		size := minSize + r.IntN(maxSize-minSize+1)
+		off := r.IntN(poolSize)
+		data := make([]byte, size)
+		copy(data, pool[off:off+size])
+		if size >= 16 {
+			binary.LittleEndian.PutUint64(data, seed)
+			binary.LittleEndian.PutUint64(data[8:], uint64(i))
+		}
+		blobs[i] = data
+	}
+	return blobs
 }

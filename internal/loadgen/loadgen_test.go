@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -56,5 +57,31 @@ func TestPercentiles(t *testing.T) {
 	}
 	if p50, p99 := Percentiles(nil); p50 != 0 || p99 != 0 {
 		t.Fatalf("empty: %v %v", p50, p99)
+	}
+}
+
+func TestRandomDataIsSizedDistinctAndDeterministic(t *testing.T) {
+	a := RandomData(7, 200, 10, 5000)
+	if len(a) != 200 {
+		t.Fatalf("%d blobs, want 200", len(a))
+	}
+	seen := map[string]bool{}
+	for i, b := range a {
+		if len(b) < 10 || len(b) > 5000 {
+			t.Fatalf("blob %d has %d bytes, outside [10, 5000]", i, len(b))
+		}
+		if len(b) >= 16 && seen[string(b)] {
+			t.Fatalf("blob %d repeats an earlier one", i)
+		}
+		seen[string(b)] = true
+	}
+	again, other := RandomData(7, 200, 10, 5000), RandomData(8, 200, 10, 5000)
+	for i := range a {
+		if !bytes.Equal(a[i], again[i]) {
+			t.Fatalf("blob %d differs between two calls with the same seed", i)
+		}
+		if len(a[i]) >= 16 && bytes.Equal(a[i], other[i]) {
+			t.Fatalf("blob %d is the same for seeds 7 and 8", i)
+		}
 	}
 }

@@ -21,11 +21,9 @@ package bench
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -51,27 +49,13 @@ type blob struct {
 	data   []byte
 }
 
-// randomBlobs makes n incompressible blobs of sizes uniform in
-// [minSize, maxSize], different for every seed: each is cut from a pool of
-// random bytes and starts with the seed and its own number.
+// randomBlobs makes n incompressible blobs (loadgen.RandomData) with their
+// digests.
 func randomBlobs(seed uint64, n, minSize, maxSize int) []blob {
-	r := rand.New(rand.NewPCG(seed, seed+1))
-	const poolSize = 4 << 20
-	pool := make([]byte, poolSize+maxSize)
-	for i := 0; i+8 <= len(pool); i += 8 {
-		binary.LittleEndian.PutUint64(pool[i:], r.Uint64())
-	}
+	data := loadgen.RandomData(seed, n, minSize, maxSize)
 	blobs := make([]blob, n)
-	for i := range blobs {
-		size := minSize + r.IntN(maxSize-minSize+1)
-		off := r.IntN(poolSize)
-		data := make([]byte, size)
-		copy(data, pool[off:off+size])
-		if size >= 16 {
-			binary.LittleEndian.PutUint64(data, seed)
-			binary.LittleEndian.PutUint64(data[8:], uint64(i))
-		}
-		blobs[i] = blob{digest: sha256Digest(data), data: data}
+	for i, d := range data {
+		blobs[i] = blob{digest: sha256Digest(d), data: d}
 	}
 	return blobs
 }
