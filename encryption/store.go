@@ -155,13 +155,11 @@ func (s *sealingStore) Put(ctx context.Context, key cas.Key, size int64, r io.Re
 func (s *sealingStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, error) {
 	var plain, sealed []int // indexes into keys
 	var sealedKeys []cas.Key
-	var last struct {
-		partition cas.Partition
-		key       OrgKey
-		sealed    cas.Partition
-	}
+	// The partition of the previous key, and where its org's sealed data
+	// lives ("" while the org has CMEK off).
+	var lastPartition, lastSealed cas.Partition
 	for i, k := range keys {
-		if i == 0 || k.Partition != last.partition {
+		if i == 0 || k.Partition != lastPartition {
 			if err := checkOrgPartition(k.Partition); err != nil {
 				return nil, err
 			}
@@ -169,17 +167,17 @@ func (s *sealingStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.K
 			if err != nil {
 				return nil, err
 			}
-			last.partition, last.key = k.Partition, orgKey
+			lastPartition, lastSealed = k.Partition, ""
 			if orgKey.Enabled() {
-				last.sealed = SealedPartition(k.Partition.Org(), orgKey.KeyID)
+				lastSealed = SealedPartition(k.Partition.Org(), orgKey.KeyID)
 			}
 		}
-		if last.key.Enabled() {
+		if lastSealed != "" {
 			if sealedKeys == nil {
 				// Usually every key goes here: allocate once.
 				sealedKeys, sealed = make([]cas.Key, 0, len(keys)-i), make([]int, 0, len(keys)-i)
 			}
-			k.Partition = last.sealed
+			k.Partition = lastSealed
 			sealedKeys = append(sealedKeys, k)
 			sealed = append(sealed, i)
 		} else {
@@ -198,19 +196,18 @@ func (s *sealingStore) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.K
 		cas.MarkMissing(sealedKeys, res, func(j int) { out = append(out, keys[j]) })
 		return out, nil
 	}
+	// Both backends have keys.
 	missing := make([]bool, len(keys))
-	if len(plain) > 0 {
-		plainKeys := make([]cas.Key, len(plain))
-		for j, i := range plain {
-			plainKeys[j] = keys[i]
-		}
-		res, err := s.plain.FindMissing(ctx, plainKeys)
-		if err != nil {
-			return nil, err
-		}
-		cas.MarkMissing(plainKeys, res, func(j int) { missing[plain[j]] = true })
+	plainKeys := make([]cas.Key, len(plain))
+	for j, i := range plain {
+		plainKeys[j] = keys[i]
 	}
-	res, err := s.sealed.FindMissing(ctx, sealedKeys)
+	res, err := s.plain.FindMissing(ctx, plainKeys)
+	if err != nil {
+		return nil, err
+	}
+	cas.MarkMissing(plainKeys, res, func(j int) { missing[plain[j]] = true })
+	res, err = s.sealed.FindMissing(ctx, sealedKeys)
 	if err != nil {
 		return nil, err
 	}

@@ -277,14 +277,20 @@ func (s *DB) fingerprints(ctx context.Context, orgID string) ([]keyFingerprint, 
 // findingCollector merges copies of one half in one place into one Finding.
 type findingCollector struct {
 	list  []Finding
-	index map[[2]string]int // {place, key id + half} -> list index
+	index map[findingPlace]int // -> list index
+}
+
+// findingPlace is one fingerprinted half in one place.
+type findingPlace struct {
+	where string
+	fp    *keyFingerprint
 }
 
 func (c *findingCollector) add(fp *keyFingerprint, where string, offset int64, problem string) {
 	if c.index == nil {
-		c.index = map[[2]string]int{}
+		c.index = map[findingPlace]int{}
 	}
-	k := [2]string{where, fp.KeyID + "/" + fp.Half + "/" + fmt.Sprint(fp.Shredded.UnixNano())}
+	k := findingPlace{where, fp}
 	if i, ok := c.index[k]; ok {
 		c.list[i].Copies++
 		return
@@ -326,8 +332,12 @@ func leftoversInPostgres(ctx context.Context, s *DB, sc *fingerprintScanner) ([]
 	var c findingCollector
 	for _, fp := range sc.all() {
 		if fp.Purged.IsZero() {
-			c.add(fp, "key_records table files", -1, fmt.Sprintf("key_records was not rewritten since the %s half of key %s was deleted: its files may still hold the bytes; run PurgeDeletedKeyMaterial (VACUUM FULL key_records)", fp.Half, fp.KeyID))
-			c.list[len(c.list)-1].Copies = 0
+			// Only possibly there: no copy was seen, so Copies is 0.
+			c.list = append(c.list, Finding{
+				OrgID: fp.OrgID, KeyID: fp.KeyID, Half: fp.Half, Shredded: fp.Shredded,
+				Where: "key_records table files", Offset: -1,
+				Problem: fmt.Sprintf("key_records was not rewritten since the %s half of key %s was deleted: its files may still hold the bytes; run PurgeDeletedKeyMaterial (VACUUM FULL key_records)", fp.Half, fp.KeyID),
+			})
 		}
 	}
 

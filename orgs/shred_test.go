@@ -163,17 +163,11 @@ func TestLeftoverKeyMaterialFindsNothingAfterANormalDisable(t *testing.T) {
 		ctx := context.Background()
 		s := st.DB
 		org := mustCreateOrg(t, s, "acme")
-		first := randomKeyRecord(org.ID, "kfirst", 72)
-		if err := s.EnableKey(ctx, first); err != nil {
-			t.Fatal(err)
-		}
+		first := enableRandomKey(t, s, org.ID, "kfirst", 72)
 		if err := s.UpdateWrappedKeys(ctx, first.KeyID, randomBytes(72), randomBytes(72), time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		second := randomKeyRecord(org.ID, "ksecond", 3000)
-		if err := s.EnableKey(ctx, second); err != nil {
-			t.Fatal(err)
-		}
+		enableRandomKey(t, s, org.ID, "ksecond", 3000)
 		// The live record of an org is not leftover material.
 		if found, err := s.LeftoverKeyMaterial(ctx, org.ID); err != nil || len(found) != 0 {
 			t.Fatalf("with CMEK on after a re-wrap and a key change: LeftoverKeyMaterial = %+v, %v; want nothing", found, err)
@@ -218,10 +212,7 @@ func TestLeftoverKeyMaterialFindsCopiesInSQLiteFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		org := mustCreateOrg(t, s, "acme")
-		rec := randomKeyRecord(org.ID, "k1", 72)
-		if err := s.EnableKey(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
+		rec := enableRandomKey(t, s, org.ID, "k1", 72)
 		if err := s.DisableKeys(ctx, org.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -255,10 +246,7 @@ func TestLeftoverKeyMaterialFindsCopiesInSQLiteFiles(t *testing.T) {
 	t.Run("copied into another table", func(t *testing.T) {
 		s, _ := openTestStore(t)
 		org := mustCreateOrg(t, s, "acme")
-		rec := randomKeyRecord(org.ID, "k1", 72)
-		if err := s.EnableKey(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
+		rec := enableRandomKey(t, s, org.ID, "k1", 72)
 		if _, err := s.db.Exec(`CREATE TABLE stash (b BLOB)`); err != nil {
 			t.Fatal(err)
 		}
@@ -283,10 +271,7 @@ func TestLeftoverKeyMaterialOnPostgres(t *testing.T) {
 	st := storeKinds[1].open(t)
 	s := st.DB
 	org := mustCreateOrg(t, s, "acme")
-	rec := randomKeyRecord(org.ID, "k1", 72)
-	if err := s.EnableKey(ctx, rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := enableRandomKey(t, s, org.ID, "k1", 72)
 	if _, err := s.db.Exec(`CREATE TABLE stash (id INTEGER, b BYTEA)`); err != nil {
 		t.Fatal(err)
 	}
@@ -364,15 +349,9 @@ func TestPostgresShredLeavesNoCopyInTableFiles(t *testing.T) {
 
 	org := mustCreateOrg(t, s, "acme")
 	other := mustCreateOrg(t, s, "other")
-	live := randomKeyRecord(other.ID, "klive", 72)
-	if err := s.EnableKey(ctx, live); err != nil {
-		t.Fatal(err)
-	}
+	live := enableRandomKey(t, s, other.ID, "klive", 72)
 
-	plain := randomKeyRecord(org.ID, "kplain", 72)
-	if err := s.EnableKey(ctx, plain); err != nil {
-		t.Fatal(err)
-	}
+	plain := enableRandomKey(t, s, org.ID, "kplain", 72)
 	if _, err := s.db.Exec(`DELETE FROM key_records WHERE key_id = 'kplain'`); err != nil {
 		t.Fatal(err)
 	}
@@ -382,10 +361,7 @@ func TestPostgresShredLeavesNoCopyInTableFiles(t *testing.T) {
 	t.Logf("after DELETE and a plain VACUUM, key_records' files still hold the deleted half: %v",
 		bytes.Contains(tableFiles(), plain.WrappedCustomerKey))
 
-	rec := randomKeyRecord(org.ID, "k1", 72)
-	if err := s.EnableKey(ctx, rec); err != nil {
-		t.Fatal(err)
-	}
+	rec := enableRandomKey(t, s, org.ID, "k1", 72)
 	if err := s.UpdateWrappedKeys(ctx, rec.KeyID, randomBytes(72), randomBytes(72), time.Now()); err != nil {
 		t.Fatal(err)
 	}
