@@ -179,12 +179,10 @@ type checkedReader struct {
 	fail  func(error) // drops the corrupt object
 }
 
-// checkedStart is where a read of the checked form of a blob of size bytes
-// from offset starts: the stored offset of its first block, and the bytes
-// of that block to skip.
-func checkedStart(offset int64) (stored int64, skip int) {
-	block := offset / blockSize
-	return headerSize + block*(blockSize+crcSize), int(offset % blockSize)
+// checkedStart is where a read of the checked form of a blob from offset
+// starts: the stored offset of the block that holds offset.
+func checkedStart(offset int64) int64 {
+	return headerSize + offset/blockSize*(blockSize+crcSize)
 }
 
 func newCheckedReader(src io.Reader, d cas.Digest, size, offset int64, fail func(error)) *checkedReader {

@@ -53,7 +53,7 @@ func (s *checkingStore) Get(ctx context.Context, key cas.Key, offset int64) (io.
 			rc.Close()
 			return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, n)
 		}
-		start, _ := checkedStart(offset)
+		start := checkedStart(offset)
 		if _, err := io.CopyN(io.Discard, rc, start-headerSize); err != nil {
 			rc.Close()
 			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
@@ -71,7 +71,7 @@ func (s *checkingStore) getBlob(ctx context.Context, key cas.Key, offset int64) 
 	if offset > size {
 		return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, size)
 	}
-	start, _ := checkedStart(offset)
+	start := checkedStart(offset)
 	if start == headerSize {
 		start = 0 // a read of the first block checks the header too
 	}
