@@ -76,37 +76,42 @@ func (s *checkingStore) getBlob(ctx context.Context, key cas.Key, offset int64) 
 		start = 0 // a read of the first block checks the header too
 	}
 	rc, stored, err := s.inner.Get(ctx, key, start)
-	if err == nil && stored == checkedSize(size) {
-		if start == 0 {
-			var head [headerSize]byte
-			if _, err := io.ReadFull(rc, head[:]); err != nil || !isCheckedHeader(head[:]) {
-				rc.Close()
-				if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-					return nil, 0, fmt.Errorf("reading %s: %w", key, err)
-				}
-				err := fmt.Errorf("%w: %s has a damaged header", ErrCorrupt, key)
-				s.dropCorrupt(ctx, key, err)
-				return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
-			}
+	if start != 0 && !errors.Is(err, cas.ErrNotFound) && (err != nil || stored != checkedSize(size)) {
+		// Opened at an offset that only means something in the checked
+		// format, but the object is older, or the open failed (the start
+		// may lie past the end of an older object). Open it from its start
+		// to find out: what is there decides the format, as for any read
+		// from the first block.
+		if err == nil {
+			rc.Close()
 		}
-		return s.checked(ctx, key, rc, size, offset), size, nil
+		start = 0
+		rc, stored, err = s.inner.Get(ctx, key, 0)
 	}
-	if err == nil && start == 0 {
+	if err != nil {
+		return nil, 0, err
+	}
+	if stored != checkedSize(size) {
 		return s.getHashed(ctx, key, rc, stored, 0, offset)
 	}
-	// Opened at an offset that only means something in the checked
-	// format: an older object, or the start lies past its end (an inner
-	// error other than a miss). Open it from its start to find out.
-	if err != nil && errors.Is(err, cas.ErrNotFound) {
-		return nil, 0, err
+	if start == 0 {
+		var head [headerSize]byte
+		if _, err := io.ReadFull(rc, head[:]); err != nil || !isCheckedHeader(head[:]) {
+			rc.Close()
+			if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+				return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+			}
+			err := fmt.Errorf("%w: %s has a damaged header", ErrCorrupt, key)
+			s.dropCorrupt(ctx, key, err)
+			return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
+		}
+		// Nothing to skip unless an open at a later block was retried.
+		if _, err := io.CopyN(io.Discard, rc, checkedStart(offset)-headerSize); err != nil {
+			rc.Close()
+			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+		}
 	}
-	if rc != nil {
-		rc.Close()
-	}
-	if rc, stored, err = s.inner.Get(ctx, key, 0); err != nil {
-		return nil, 0, err
-	}
-	return s.getHashed(ctx, key, rc, stored, 0, offset)
+	return s.checked(ctx, key, rc, size, offset), size, nil
 }
 
 // checked serves a blob of size bytes from its checked form; src is
