@@ -101,9 +101,7 @@ func (s *checkingStore) getBlob(ctx context.Context, key cas.Key, offset int64) 
 			if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 				return nil, 0, fmt.Errorf("reading %s: %w", key, err)
 			}
-			err := fmt.Errorf("%w: %s has a damaged header", ErrCorrupt, key)
-			s.dropCorrupt(ctx, key, err)
-			return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
+			return nil, 0, s.corruptAtOpen(ctx, key, fmt.Errorf("%w: %s has a damaged header", ErrCorrupt, key))
 		}
 		// Nothing to skip unless an open at a later block was retried.
 		if _, err := io.CopyN(io.Discard, rc, checkedStart(offset)-headerSize); err != nil {
@@ -154,17 +152,21 @@ func (s *checkingStore) getHashed(ctx context.Context, key cas.Key, rc io.ReadCl
 	if d.size < 0 || key.Kind == cas.KindCAS && key.Digest.Size != cas.SizeUnknown && d.size != key.Digest.Size {
 		// An object of the wrong length is caught before its first byte.
 		rc.Close()
-		err := fmt.Errorf("%w: %s has %d bytes on storage", ErrCorrupt, key, stored)
-		s.dropCorrupt(ctx, key, err)
-		// The object is gone now, so to the caller this is also a miss:
-		// Bazel will rebuild and upload it again.
-		return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
+		return nil, 0, s.corruptAtOpen(ctx, key, fmt.Errorf("%w: %s has %d bytes on storage", ErrCorrupt, key, stored))
 	}
 	if offset > d.size {
 		rc.Close()
 		return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, d.size)
 	}
 	return d, d.size, nil
+}
+
+// corruptAtOpen drops an object found corrupt before any of its bytes were
+// served, and returns err as a miss too: the object is gone now, so Bazel
+// will rebuild and upload it again.
+func (s *checkingStore) corruptAtOpen(ctx context.Context, key cas.Key, err error) error {
+	s.dropCorrupt(ctx, key, err)
+	return fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
 }
 
 // dropCorrupt deletes a corrupt object and logs it. The delete outlives the
