@@ -115,18 +115,7 @@ func (s *checkingStore) getBlob(ctx context.Context, key cas.Key, offset int64) 
 // checked serves a blob of size bytes from its checked form; src is
 // positioned at the start of the block that holds offset.
 func (s *checkingStore) checked(ctx context.Context, key cas.Key, src io.ReadCloser, size, offset int64) io.ReadCloser {
-	r := newCheckedReader(src, key.Digest, size, offset, func(err error) { s.dropCorrupt(ctx, key, err) })
-	return &checkedReadCloser{checkedReader: r, src: src}
-}
-
-type checkedReadCloser struct {
-	*checkedReader
-	src io.Closer
-}
-
-func (c *checkedReadCloser) Close() error {
-	c.release()
-	return c.src.Close()
+	return newCheckedReader(src, key.Digest, size, offset, func(err error) { s.dropCorrupt(ctx, key, err) })
 }
 
 type readCloser struct {
