@@ -122,7 +122,7 @@ type Backend interface {
 }
 
 // ReadAll reads a whole object that is known to be small (AC entries,
-// Directory and Tree messages). An object over max bytes is refused with
+// Directory and Tree messages). An object over limit bytes is refused with
 // an error wrapping ErrTooLarge before any byte is read, so no request can
 // make the server hold more than it allows.
 func ReadAll(ctx context.Context, s BlobStore, key Key, limit int64) ([]byte, error) {

@@ -45,7 +45,7 @@ func (p Partition) Validate() error {
 	if p == "" {
 		return fmt.Errorf("partition is empty; every object needs a partition such as the org id")
 	}
-	for _, seg := range strings.Split(string(p), partitionSeparator) {
+	for _, seg := range p.Segments() {
 		if seg == "" {
 			return fmt.Errorf("partition %q has an empty segment; segments are separated by a single %q", p, partitionSeparator)
 		}

@@ -110,7 +110,8 @@ func (s *suite) put(k cas.Key, data []byte) {
 	}
 }
 
-// get reads the whole object and checks the reported size against it.
+// get reads the object from offset to its end and returns it with the
+// size Get reported; callers check that size.
 func (s *suite) get(k cas.Key, offset int64) ([]byte, int64, error) {
 	s.t.Helper()
 	rc, size, err := s.store.Get(s.ctx(), k, offset)

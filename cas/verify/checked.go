@@ -167,7 +167,7 @@ var blockBufs = sync.Pool{New: func() any { b := make([]byte, blockSize+crcSize)
 // no byte of a block is handed out before the whole block checked out.
 // The first bad block ends the read with an error wrapping ErrCorrupt.
 type checkedReader struct {
-	src   io.Reader // positioned at the start of block index
+	src   io.ReadCloser // positioned at the start of block index
 	seed  uint32
 	size  int64 // of the blob
 	index int64 // next block to read
@@ -179,15 +179,13 @@ type checkedReader struct {
 	fail  func(error) // drops the corrupt object
 }
 
-// checkedStart is where a read of the checked form of a blob of size bytes
-// from offset starts: the stored offset of its first block, and the bytes
-// of that block to skip.
-func checkedStart(offset int64) (stored int64, skip int) {
-	block := offset / blockSize
-	return headerSize + block*(blockSize+crcSize), int(offset % blockSize)
+// checkedStart is where a read of the checked form of a blob from offset
+// starts: the stored offset of the block that holds offset.
+func checkedStart(offset int64) int64 {
+	return headerSize + offset/blockSize*(blockSize+crcSize)
 }
 
-func newCheckedReader(src io.Reader, d cas.Digest, size, offset int64, fail func(error)) *checkedReader {
+func newCheckedReader(src io.ReadCloser, d cas.Digest, size, offset int64, fail func(error)) *checkedReader {
 	return &checkedReader{
 		src: src, seed: crcSeed(d), size: size,
 		index: offset / blockSize, last: size / blockSize, skip: int(offset % blockSize),
@@ -269,12 +267,14 @@ func (r *checkedReader) corrupt(cause error) {
 	r.fail(r.err)
 }
 
-// release gives the block buffer back; the reader must not be used after.
-func (r *checkedReader) release() {
+// Close gives the block buffer back and closes src; the reader must not
+// be used after.
+func (r *checkedReader) Close() error {
 	if r.bufp != nil {
 		blockBufs.Put(r.bufp)
 		r.bufp, r.cur = nil, nil
 	}
+	return r.src.Close()
 }
 
 // isCheckedHeader reports whether b starts with the checked format's header.

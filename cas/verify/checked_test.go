@@ -10,6 +10,7 @@ import (
 	"testing/iotest"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/memory"
 )
 
 // Specification of the checked format (checked.go) and of reading blobs
@@ -203,5 +204,49 @@ func TestOldHTTPBlobThatLooksCheckedIsACleanMiss(t *testing.T) {
 	}
 	if !missing(t, inner, k) {
 		t.Fatal("the blob is still stored")
+	}
+}
+
+// failsOnceAtOffset is a store whose first Get from a nonzero offset fails
+// the way a backend fails for a moment (a timeout, a refused connection).
+type failsOnceAtOffset struct {
+	cas.BlobStore
+	failed bool
+}
+
+var errBriefOutage = errors.New("backend briefly unavailable")
+
+func (f *failsOnceAtOffset) Get(ctx context.Context, k cas.Key, offset int64) (io.ReadCloser, int64, error) {
+	if offset > 0 && !f.failed {
+		f.failed = true
+		return nil, 0, errBriefOutage
+	}
+	return f.BlobStore.Get(ctx, k, offset)
+}
+
+// An open from a block past the first that fails is retried from the start;
+// a checked blob found there is served from the block of the offset, not
+// taken for an old blob of the wrong length and deleted.
+func TestFailedOpenAtABlockIsRetriedFromTheStart(t *testing.T) {
+	inner := memory.New()
+	flaky := &failsOnceAtOffset{BlobStore: inner}
+	s := New(flaky, nil)
+	data := randomBytes(2*blockSize + 100)
+	k := sha(data)
+	if err := put(s, k, data); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{blockSize + 1, 2 * blockSize} {
+		flaky.failed = false
+		got, err := readAll(s, k, off)
+		if !flaky.failed {
+			t.Fatal("the open at the block did not fail; the test tests nothing")
+		}
+		if err != nil || !bytes.Equal(got, data[off:]) {
+			t.Fatalf("offset %d: %d bytes, %v; want the %d bytes from there", off, len(got), err, int64(len(data))-off)
+		}
+		if missing(t, inner, k) {
+			t.Fatal("an intact blob was deleted after a failed open")
+		}
 	}
 }

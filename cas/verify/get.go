@@ -53,7 +53,7 @@ func (s *checkingStore) Get(ctx context.Context, key cas.Key, offset int64) (io.
 			rc.Close()
 			return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, n)
 		}
-		start, _ := checkedStart(offset)
+		start := checkedStart(offset)
 		if _, err := io.CopyN(io.Discard, rc, start-headerSize); err != nil {
 			rc.Close()
 			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
@@ -71,59 +71,51 @@ func (s *checkingStore) getBlob(ctx context.Context, key cas.Key, offset int64) 
 	if offset > size {
 		return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, size)
 	}
-	start, _ := checkedStart(offset)
+	start := checkedStart(offset)
 	if start == headerSize {
 		start = 0 // a read of the first block checks the header too
 	}
 	rc, stored, err := s.inner.Get(ctx, key, start)
-	if err == nil && stored == checkedSize(size) {
-		if start == 0 {
-			var head [headerSize]byte
-			if _, err := io.ReadFull(rc, head[:]); err != nil || !isCheckedHeader(head[:]) {
-				rc.Close()
-				if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-					return nil, 0, fmt.Errorf("reading %s: %w", key, err)
-				}
-				err := fmt.Errorf("%w: %s has a damaged header", ErrCorrupt, key)
-				s.dropCorrupt(ctx, key, err)
-				return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
-			}
+	if start != 0 && !errors.Is(err, cas.ErrNotFound) && (err != nil || stored != checkedSize(size)) {
+		// Opened at an offset that only means something in the checked
+		// format, but the object is older, or the open failed (the start
+		// may lie past the end of an older object). Open it from its start
+		// to find out: what is there decides the format, as for any read
+		// from the first block.
+		if err == nil {
+			rc.Close()
 		}
-		return s.checked(ctx, key, rc, size, offset), size, nil
+		start = 0
+		rc, stored, err = s.inner.Get(ctx, key, 0)
 	}
-	if err == nil && start == 0 {
+	if err != nil {
+		return nil, 0, err
+	}
+	if stored != checkedSize(size) {
 		return s.getHashed(ctx, key, rc, stored, 0, offset)
 	}
-	// Opened at an offset that only means something in the checked
-	// format: an older object, or the start lies past its end (an inner
-	// error other than a miss). Open it from its start to find out.
-	if err != nil && errors.Is(err, cas.ErrNotFound) {
-		return nil, 0, err
+	if start == 0 {
+		var head [headerSize]byte
+		if _, err := io.ReadFull(rc, head[:]); err != nil || !isCheckedHeader(head[:]) {
+			rc.Close()
+			if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+				return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+			}
+			return nil, 0, s.corruptAtOpen(ctx, key, fmt.Errorf("%w: %s has a damaged header", ErrCorrupt, key))
+		}
+		// Nothing to skip unless an open at a later block was retried.
+		if _, err := io.CopyN(io.Discard, rc, checkedStart(offset)-headerSize); err != nil {
+			rc.Close()
+			return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+		}
 	}
-	if rc != nil {
-		rc.Close()
-	}
-	if rc, stored, err = s.inner.Get(ctx, key, 0); err != nil {
-		return nil, 0, err
-	}
-	return s.getHashed(ctx, key, rc, stored, 0, offset)
+	return s.checked(ctx, key, rc, size, offset), size, nil
 }
 
 // checked serves a blob of size bytes from its checked form; src is
 // positioned at the start of the block that holds offset.
 func (s *checkingStore) checked(ctx context.Context, key cas.Key, src io.ReadCloser, size, offset int64) io.ReadCloser {
-	r := newCheckedReader(src, key.Digest, size, offset, func(err error) { s.dropCorrupt(ctx, key, err) })
-	return &checkedReadCloser{checkedReader: r, src: src}
-}
-
-type checkedReadCloser struct {
-	*checkedReader
-	src io.Closer
-}
-
-func (c *checkedReadCloser) Close() error {
-	c.release()
-	return c.src.Close()
+	return newCheckedReader(src, key.Digest, size, offset, func(err error) { s.dropCorrupt(ctx, key, err) })
 }
 
 type readCloser struct {
@@ -149,17 +141,21 @@ func (s *checkingStore) getHashed(ctx context.Context, key cas.Key, rc io.ReadCl
 	if d.size < 0 || key.Kind == cas.KindCAS && key.Digest.Size != cas.SizeUnknown && d.size != key.Digest.Size {
 		// An object of the wrong length is caught before its first byte.
 		rc.Close()
-		err := fmt.Errorf("%w: %s has %d bytes on storage", ErrCorrupt, key, stored)
-		s.dropCorrupt(ctx, key, err)
-		// The object is gone now, so to the caller this is also a miss:
-		// Bazel will rebuild and upload it again.
-		return nil, 0, fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
+		return nil, 0, s.corruptAtOpen(ctx, key, fmt.Errorf("%w: %s has %d bytes on storage", ErrCorrupt, key, stored))
 	}
 	if offset > d.size {
 		rc.Close()
 		return nil, 0, fmt.Errorf("reading %s: offset %d is outside the object (0 to %d)", key, offset, d.size)
 	}
 	return d, d.size, nil
+}
+
+// corruptAtOpen drops an object found corrupt before any of its bytes were
+// served, and returns err as a miss too: the object is gone now, so Bazel
+// will rebuild and upload it again.
+func (s *checkingStore) corruptAtOpen(ctx context.Context, key cas.Key, err error) error {
+	s.dropCorrupt(ctx, key, err)
+	return fmt.Errorf("%w (deleted; %w)", err, cas.ErrNotFound)
 }
 
 // dropCorrupt deletes a corrupt object and logs it. The delete outlives the
