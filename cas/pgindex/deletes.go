@@ -186,14 +186,25 @@ func (ix *Index) DeletePartition(ctx context.Context, p cas.Partition) (*Partiti
 	}
 	// The tombstone is committed: from here no write of the partition can
 	// commit, and the rows of writes that committed before are visible.
-	err = withRetry(ctx, func() error {
-		return ix.pool.QueryRow(ctx, `WITH del AS (DELETE FROM sealcache_objects WHERE `+inPartition(1)+` RETURNING stored_size)
-			SELECT count(*), coalesce(sum(stored_size), 0) FROM del`, string(p)).Scan(&d.Objects, &d.Bytes)
-	})
-	if err != nil {
-		return nil, failed("deleting the rows of partition "+string(p), err)
+	if err := ix.deletePartitionRows(ctx, d); err != nil {
+		return nil, err
 	}
 	return d, nil
+}
+
+// deletePartitionRows deletes the rows at or below d's partition and
+// counts them in d. Once d's tombstone is committed no row can be added
+// under it, so running it again (for a delete whose node died before its
+// rows went) deletes exactly what the first run would have.
+func (ix *Index) deletePartitionRows(ctx context.Context, d *PartitionDelete) error {
+	err := withRetry(ctx, func() error {
+		return ix.pool.QueryRow(ctx, `WITH del AS (DELETE FROM sealcache_objects WHERE `+inPartition(1)+` RETURNING stored_size)
+			SELECT count(*), coalesce(sum(stored_size), 0) FROM del`, string(d.Partition)).Scan(&d.Objects, &d.Bytes)
+	})
+	if err != nil {
+		return failed("deleting the rows of partition "+string(d.Partition), err)
+	}
+	return nil
 }
 
 // FinishPartition marks d's tombstone done: the caller has deleted the
@@ -259,6 +270,14 @@ func (ix *Index) unfinished(ctx context.Context, after time.Duration) ([]*KeyDel
 	})
 	if err != nil {
 		return nil, nil, failed("listing unfinished partition deletes", err)
+	}
+	// DeletePartition commits the tombstone before it deletes the rows, so
+	// a node that died in between left rows whose objects the caller is
+	// about to delete.
+	for _, d := range parts {
+		if err := ix.deletePartitionRows(ctx, d); err != nil {
+			return nil, nil, err
+		}
 	}
 	return keys, parts, nil
 }
