@@ -146,9 +146,6 @@ func (ix *Index) Close() {
 // Ping checks that the database answers.
 func (ix *Index) Ping(ctx context.Context) error { return ix.pool.Ping(ctx) }
 
-// MinRetention is the configured minimum retention.
-func (ix *Index) MinRetention() time.Duration { return ix.cfg.MinRetention }
-
 // urgentAfter: uses of objects last used longer ago are written at once.
 func (ix *Index) urgentAfter() time.Duration { return ix.cfg.MinRetention / 2 }
 

@@ -161,9 +161,6 @@ func (ix *Index) Present(ctx context.Context, keys []cas.Key) ([]bool, error) {
 	return present, nil
 }
 
-// Touch records uses of keys, written with the next flush.
-func (ix *Index) Touch(keys ...cas.Key) { ix.touches.add(keys...) }
-
 // walkPage is how many rows Walk reads per query; between pages it holds
 // no connection.
 const walkPage = 1000

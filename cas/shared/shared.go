@@ -172,10 +172,6 @@ func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, err
 	return missing, nil
 }
 
-// Touch records uses of keys served from elsewhere (a node's local tier),
-// so the shared copy keeps its place in the LRU order.
-func (s *Store) Touch(keys ...cas.Key) { s.index.Touch(keys...) }
-
 // Delete removes one object: row, then object.
 func (s *Store) Delete(ctx context.Context, key cas.Key) error {
 	d, err := s.index.DeleteKey(ctx, key)
