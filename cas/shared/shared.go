@@ -220,10 +220,7 @@ func (s *Store) Close() error {
 
 // probeKey is a key no client can store (its partition is no org id the
 // metadata store hands out), read by Ping.
-var probeKey = cas.Key{Partition: "_readyz", Kind: cas.KindCAS, Digest: cas.Digest{
-	Function: cas.SupportedDigestFunctions[0],
-	Hash:     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Size: 0,
-}}
+var probeKey = cas.Key{Partition: "_readyz", Kind: cas.KindCAS, Digest: cas.EmptyDigest(cas.SupportedDigestFunctions[0])}
 
 // Ping checks that the index and the object store answer.
 func (s *Store) Ping(ctx context.Context) error {
