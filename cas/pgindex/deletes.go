@@ -112,15 +112,13 @@ SELECT del.*, g.gen FROM del, g`, seconds(ix.cfg.MinRetention), limit, org)
 		}
 		d = &KeyDelete{}
 		for rows.Next() {
-			var p, inst string
-			var kind, fn int16
-			var hash []byte
-			var size, stored int64
-			if err := rows.Scan(&p, &kind, &inst, &fn, &hash, &size, &stored, &d.gen); err != nil {
+			var r keyRow
+			var stored int64
+			if err := rows.Scan(r.dest(&stored, &d.gen)...); err != nil {
 				rows.Close()
 				return err
 			}
-			k := scanKey(p, kind, fn, inst, hash, size)
+			k := r.key()
 			d.Keys = append(d.Keys, k)
 			d.Objects = append(d.Objects, cas.StoredObject{Key: k, Size: stored})
 		}
@@ -237,11 +235,9 @@ func (ix *Index) unfinished(ctx context.Context, after time.Duration) ([]*KeyDel
 	byGen := map[int64]*KeyDelete{}
 	var keys []*KeyDelete
 	for rows.Next() {
-		var p, inst string
-		var kind, fn int16
-		var hash []byte
-		var size, gen int64
-		if err := rows.Scan(&p, &kind, &inst, &fn, &hash, &size, &gen); err != nil {
+		var r keyRow
+		var gen int64
+		if err := rows.Scan(r.dest(&gen)...); err != nil {
 			rows.Close()
 			return nil, nil, failed("listing unfinished deletes", err)
 		}
@@ -251,7 +247,7 @@ func (ix *Index) unfinished(ctx context.Context, after time.Duration) ([]*KeyDel
 			byGen[gen] = d
 			keys = append(keys, d)
 		}
-		d.Keys = append(d.Keys, scanKey(p, kind, fn, inst, hash, size))
+		d.Keys = append(d.Keys, r.key())
 	}
 	if err := rows.Err(); err != nil {
 		return nil, nil, failed("listing unfinished deletes", err)

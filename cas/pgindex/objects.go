@@ -183,16 +183,14 @@ func (ix *Index) Walk(ctx context.Context, partition cas.Partition, fn func(cas.
 		}
 		var page []cas.StoredObject
 		for rows.Next() {
-			var p, inst string
-			var kind, fn int16
-			var hash []byte
-			var size, stored int64
-			if err := rows.Scan(&p, &kind, &inst, &fn, &hash, &size, &stored); err != nil {
+			var r keyRow
+			var stored int64
+			if err := rows.Scan(r.dest(&stored)...); err != nil {
 				rows.Close()
 				return failed("walking partition "+string(partition), err)
 			}
-			page = append(page, cas.StoredObject{Key: scanKey(p, kind, fn, inst, hash, size), Size: stored})
-			after = []any{p, kind, inst, fn, hash, size}
+			page = append(page, cas.StoredObject{Key: r.key(), Size: stored})
+			after = []any{r.partition, r.kind, r.instance, r.fn, r.hash, r.size}
 		}
 		if err := rows.Err(); err != nil {
 			return failed("walking partition "+string(partition), err)
