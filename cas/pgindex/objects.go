@@ -110,15 +110,9 @@ func (ix *Index) Present(ctx context.Context, keys []cas.Key) ([]bool, error) {
 	// several equal keys only), in primary key order, so that statements
 	// writing overlapping rows lock them in the same order and rarely
 	// deadlock (a deadlock is retried).
-	distinct := make([]cas.Key, 0, len(keys))
-	seen := make(map[cas.Key]bool, len(keys))
-	for _, k := range keys {
-		if !seen[k] {
-			seen[k] = true
-			distinct = append(distinct, k)
-		}
-	}
+	distinct := slices.Clone(keys)
 	slices.SortFunc(distinct, compareKeys)
+	distinct = slices.Compact(distinct)
 	var cols keyCols
 	first := make(map[cas.Key]int, len(distinct))
 	for i, k := range distinct {
