@@ -34,6 +34,21 @@ func (d *KeyDelete) Bytes() int64 {
 	return n
 }
 
+// inOrgLock runs fn in a transaction that holds org's lock exclusively,
+// retried as withRetry does. Taking the lock waits for writes of the org
+// that are committing: a row they are inserting is not yet visible to fn,
+// and their commit must see the tombstone fn writes.
+func (ix *Index) inOrgLock(ctx context.Context, org string, fn func(pgx.Tx) error) error {
+	return withRetry(ctx, func() error {
+		return pgx.BeginFunc(ctx, ix.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, orgLockClass, org); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+	})
+}
+
 // DeleteKey starts the delete of one object. The object's bytes may exist
 // without a row (a write that failed to commit), so the caller deletes
 // them whether or not a row was deleted.
@@ -43,15 +58,9 @@ func (ix *Index) DeleteKey(ctx context.Context, key cas.Key) (*KeyDelete, error)
 		return nil, err
 	}
 	d := &KeyDelete{Keys: []cas.Key{key}}
-	err = withRetry(ctx, func() error {
-		return pgx.BeginFunc(ctx, ix.pool, func(tx pgx.Tx) error {
-			// Wait for writes of the org that are committing: a row they
-			// are inserting is not yet visible to the DELETE below.
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, orgLockClass, key.Partition.Org()); err != nil {
-				return err
-			}
-			var stored *int64
-			err := tx.QueryRow(ctx, `
+	err = ix.inOrgLock(ctx, key.Partition.Org(), func(tx pgx.Tx) error {
+		var stored *int64
+		err := tx.QueryRow(ctx, `
 WITH g AS (SELECT nextval('sealcache_write_seq') AS gen),
 tomb AS (
 	INSERT INTO sealcache_deleted_objects (`+keyColumns+`, gen, started)
@@ -65,15 +74,14 @@ del AS (
 	RETURNING stored_size
 )
 SELECT (SELECT gen FROM tomb), (SELECT stored_size FROM del)`, args...).Scan(&d.gen, &stored)
-			if err != nil {
-				return err
-			}
-			d.Objects = nil
-			if stored != nil {
-				d.Objects = []cas.StoredObject{{Key: key, Size: *stored}}
-			}
-			return nil
-		})
+		if err != nil {
+			return err
+		}
+		d.Objects = nil
+		if stored != nil {
+			d.Objects = []cas.StoredObject{{Key: key, Size: *stored}}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, failed("deleting "+key.String(), err)
@@ -171,13 +179,8 @@ func (ix *Index) DeletePartition(ctx context.Context, p cas.Partition) (*Partiti
 		return nil, err
 	}
 	d := &PartitionDelete{Partition: p}
-	err := withRetry(ctx, func() error {
-		return pgx.BeginFunc(ctx, ix.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, orgLockClass, p.Org()); err != nil {
-				return err
-			}
-			return tx.QueryRow(ctx, `INSERT INTO sealcache_deleted_partitions (partition, started) VALUES ($1, now()) RETURNING id`, string(p)).Scan(&d.id)
-		})
+	err := ix.inOrgLock(ctx, p.Org(), func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `INSERT INTO sealcache_deleted_partitions (partition, started) VALUES ($1, now()) RETURNING id`, string(p)).Scan(&d.id)
 	})
 	if err != nil {
 		return nil, failed("deleting partition "+string(p), err)
