@@ -34,6 +34,21 @@ func (d *KeyDelete) Bytes() int64 {
 	return n
 }
 
+// inOrgLock runs fn in a transaction that holds org's lock exclusively,
+// retried as withRetry does. Taking the lock waits for writes of the org
+// that are committing: a row they are inserting is not yet visible to fn,
+// and their commit must see the tombstone fn writes.
+func (ix *Index) inOrgLock(ctx context.Context, org string, fn func(pgx.Tx) error) error {
+	return withRetry(ctx, func() error {
+		return pgx.BeginFunc(ctx, ix.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, orgLockClass, org); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+	})
+}
+
 // DeleteKey starts the delete of one object. The object's bytes may exist
 // without a row (a write that failed to commit), so the caller deletes
 // them whether or not a row was deleted.
@@ -43,15 +58,9 @@ func (ix *Index) DeleteKey(ctx context.Context, key cas.Key) (*KeyDelete, error)
 		return nil, err
 	}
 	d := &KeyDelete{Keys: []cas.Key{key}}
-	err = withRetry(ctx, func() error {
-		return pgx.BeginFunc(ctx, ix.pool, func(tx pgx.Tx) error {
-			// Wait for writes of the org that are committing: a row they
-			// are inserting is not yet visible to the DELETE below.
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, orgLockClass, key.Partition.Org()); err != nil {
-				return err
-			}
-			var stored *int64
-			err := tx.QueryRow(ctx, `
+	err = ix.inOrgLock(ctx, key.Partition.Org(), func(tx pgx.Tx) error {
+		var stored *int64
+		err := tx.QueryRow(ctx, `
 WITH g AS (SELECT nextval('sealcache_write_seq') AS gen),
 tomb AS (
 	INSERT INTO sealcache_deleted_objects (`+keyColumns+`, gen, started)
@@ -65,15 +74,14 @@ del AS (
 	RETURNING stored_size
 )
 SELECT (SELECT gen FROM tomb), (SELECT stored_size FROM del)`, args...).Scan(&d.gen, &stored)
-			if err != nil {
-				return err
-			}
-			d.Objects = nil
-			if stored != nil {
-				d.Objects = []cas.StoredObject{{Key: key, Size: *stored}}
-			}
-			return nil
-		})
+		if err != nil {
+			return err
+		}
+		d.Objects = nil
+		if stored != nil {
+			d.Objects = []cas.StoredObject{{Key: key, Size: *stored}}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, failed("deleting "+key.String(), err)
@@ -112,15 +120,13 @@ SELECT del.*, g.gen FROM del, g`, seconds(ix.cfg.MinRetention), limit, org)
 		}
 		d = &KeyDelete{}
 		for rows.Next() {
-			var p, inst string
-			var kind, fn int16
-			var hash []byte
-			var size, stored int64
-			if err := rows.Scan(&p, &kind, &inst, &fn, &hash, &size, &stored, &d.gen); err != nil {
+			var r keyRow
+			var stored int64
+			if err := rows.Scan(r.dest(&stored, &d.gen)...); err != nil {
 				rows.Close()
 				return err
 			}
-			k := scanKey(p, kind, fn, inst, hash, size)
+			k := r.key()
 			d.Keys = append(d.Keys, k)
 			d.Objects = append(d.Objects, cas.StoredObject{Key: k, Size: stored})
 		}
@@ -173,27 +179,33 @@ func (ix *Index) DeletePartition(ctx context.Context, p cas.Partition) (*Partiti
 		return nil, err
 	}
 	d := &PartitionDelete{Partition: p}
-	err := withRetry(ctx, func() error {
-		return pgx.BeginFunc(ctx, ix.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, orgLockClass, p.Org()); err != nil {
-				return err
-			}
-			return tx.QueryRow(ctx, `INSERT INTO sealcache_deleted_partitions (partition, started) VALUES ($1, now()) RETURNING id`, string(p)).Scan(&d.id)
-		})
+	err := ix.inOrgLock(ctx, p.Org(), func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `INSERT INTO sealcache_deleted_partitions (partition, started) VALUES ($1, now()) RETURNING id`, string(p)).Scan(&d.id)
 	})
 	if err != nil {
 		return nil, failed("deleting partition "+string(p), err)
 	}
 	// The tombstone is committed: from here no write of the partition can
 	// commit, and the rows of writes that committed before are visible.
-	err = withRetry(ctx, func() error {
-		return ix.pool.QueryRow(ctx, `WITH del AS (DELETE FROM sealcache_objects WHERE `+inPartition(1)+` RETURNING stored_size)
-			SELECT count(*), coalesce(sum(stored_size), 0) FROM del`, string(p)).Scan(&d.Objects, &d.Bytes)
-	})
-	if err != nil {
-		return nil, failed("deleting the rows of partition "+string(p), err)
+	if err := ix.deletePartitionRows(ctx, d); err != nil {
+		return nil, err
 	}
 	return d, nil
+}
+
+// deletePartitionRows deletes the rows at or below d's partition and
+// counts them in d. Once d's tombstone is committed no row can be added
+// under it, so running it again (for a delete whose node died before its
+// rows went) deletes exactly what the first run would have.
+func (ix *Index) deletePartitionRows(ctx context.Context, d *PartitionDelete) error {
+	err := withRetry(ctx, func() error {
+		return ix.pool.QueryRow(ctx, `WITH del AS (DELETE FROM sealcache_objects WHERE `+inPartition(1)+` RETURNING stored_size)
+			SELECT count(*), coalesce(sum(stored_size), 0) FROM del`, string(d.Partition)).Scan(&d.Objects, &d.Bytes)
+	})
+	if err != nil {
+		return failed("deleting the rows of partition "+string(d.Partition), err)
+	}
+	return nil
 }
 
 // FinishPartition marks d's tombstone done: the caller has deleted the
@@ -226,11 +238,9 @@ func (ix *Index) unfinished(ctx context.Context, after time.Duration) ([]*KeyDel
 	byGen := map[int64]*KeyDelete{}
 	var keys []*KeyDelete
 	for rows.Next() {
-		var p, inst string
-		var kind, fn int16
-		var hash []byte
-		var size, gen int64
-		if err := rows.Scan(&p, &kind, &inst, &fn, &hash, &size, &gen); err != nil {
+		var r keyRow
+		var gen int64
+		if err := rows.Scan(r.dest(&gen)...); err != nil {
 			rows.Close()
 			return nil, nil, failed("listing unfinished deletes", err)
 		}
@@ -240,7 +250,7 @@ func (ix *Index) unfinished(ctx context.Context, after time.Duration) ([]*KeyDel
 			byGen[gen] = d
 			keys = append(keys, d)
 		}
-		d.Keys = append(d.Keys, scanKey(p, kind, fn, inst, hash, size))
+		d.Keys = append(d.Keys, r.key())
 	}
 	if err := rows.Err(); err != nil {
 		return nil, nil, failed("listing unfinished deletes", err)
@@ -259,6 +269,14 @@ func (ix *Index) unfinished(ctx context.Context, after time.Duration) ([]*KeyDel
 	})
 	if err != nil {
 		return nil, nil, failed("listing unfinished partition deletes", err)
+	}
+	// DeletePartition commits the tombstone before it deletes the rows, so
+	// a node that died in between left rows whose objects the caller is
+	// about to delete.
+	for _, d := range parts {
+		if err := ix.deletePartitionRows(ctx, d); err != nil {
+			return nil, nil, err
+		}
 	}
 	return keys, parts, nil
 }

@@ -146,9 +146,6 @@ func (ix *Index) Close() {
 // Ping checks that the database answers.
 func (ix *Index) Ping(ctx context.Context) error { return ix.pool.Ping(ctx) }
 
-// MinRetention is the configured minimum retention.
-func (ix *Index) MinRetention() time.Duration { return ix.cfg.MinRetention }
-
 // urgentAfter: uses of objects last used longer ago are written at once.
 func (ix *Index) urgentAfter() time.Duration { return ix.cfg.MinRetention / 2 }
 
@@ -228,13 +225,27 @@ func matchKey(t, k string) string {
 // keyColumns are the primary key columns in order.
 const keyColumns = `partition, kind, instance, digest_fn, hash, size`
 
-// scanKey reads the primary key columns into a key.
-func scanKey(partition string, kind, fn int16, instance string, hash []byte, size int64) cas.Key {
+// keyRow receives the primary key columns of one row, in keyColumns order.
+type keyRow struct {
+	partition, instance string
+	kind, fn            int16
+	hash                []byte
+	size                int64
+}
+
+// dest is what Scan fills for a row that selects keyColumns and then the
+// columns extra receives.
+func (r *keyRow) dest(extra ...any) []any {
+	return append([]any{&r.partition, &r.kind, &r.instance, &r.fn, &r.hash, &r.size}, extra...)
+}
+
+// key is the scanned key.
+func (r *keyRow) key() cas.Key {
 	return cas.Key{
-		Partition: cas.Partition(partition),
-		Kind:      cas.Kind(kind),
-		Instance:  instance,
-		Digest:    cas.Digest{Function: cas.DigestFunction(fn), Hash: hex.EncodeToString(hash), Size: size},
+		Partition: cas.Partition(r.partition),
+		Kind:      cas.Kind(r.kind),
+		Instance:  r.instance,
+		Digest:    cas.Digest{Function: cas.DigestFunction(r.fn), Hash: hex.EncodeToString(r.hash), Size: r.size},
 	}
 }
 

@@ -458,6 +458,31 @@ func TestUnfinishedDeletesAreListedAndForgotten(t *testing.T) {
 	}
 }
 
+// A partition delete whose node died after writing the tombstone and
+// before deleting the rows is listed with its rows gone: the caller is
+// about to delete the objects, and no row may outlive its object.
+func TestUnfinishedPartitionDeletesLoseTheirRows(t *testing.T) {
+	ix, _ := openIndex(t)
+	ctx := t.Context()
+	k, other := key("org1/kA", 1), key("org10", 2)
+	commit(t, ix, k, 10)
+	commit(t, ix, other, 20)
+	// The first step of DeletePartition alone: its node "dies" after it.
+	if _, err := ix.pool.Exec(ctx, `INSERT INTO sealcache_deleted_partitions (partition, started) VALUES ('org1', now())`); err != nil {
+		t.Fatal(err)
+	}
+	_, parts, err := ix.unfinished(ctx, 0)
+	if err != nil || len(parts) != 1 || parts[0].Partition != "org1" {
+		t.Fatalf("unfinished = %+v, %v; want the partition delete", parts, err)
+	}
+	if got := present(t, ix, k, other); !slices.Equal(got, []bool{false, true}) {
+		t.Fatalf("Present after listing the unfinished delete = %v; want the partition's row gone and the other org's kept", got)
+	}
+	if used, err := ix.OrgUsage(ctx, "org1"); err != nil || used != 0 {
+		t.Fatalf("OrgUsage(org1) = %d, %v; want 0", used, err)
+	}
+}
+
 // Nodes starting together migrate once; a restart applies nothing.
 func TestConcurrentOpensMigrateOnce(t *testing.T) {
 	url := pgtest.NewDatabase(t)

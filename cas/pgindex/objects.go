@@ -110,15 +110,9 @@ func (ix *Index) Present(ctx context.Context, keys []cas.Key) ([]bool, error) {
 	// several equal keys only), in primary key order, so that statements
 	// writing overlapping rows lock them in the same order and rarely
 	// deadlock (a deadlock is retried).
-	distinct := make([]cas.Key, 0, len(keys))
-	seen := make(map[cas.Key]bool, len(keys))
-	for _, k := range keys {
-		if !seen[k] {
-			seen[k] = true
-			distinct = append(distinct, k)
-		}
-	}
+	distinct := slices.Clone(keys)
 	slices.SortFunc(distinct, compareKeys)
+	distinct = slices.Compact(distinct)
 	var cols keyCols
 	first := make(map[cas.Key]int, len(distinct))
 	for i, k := range distinct {
@@ -161,9 +155,6 @@ func (ix *Index) Present(ctx context.Context, keys []cas.Key) ([]bool, error) {
 	return present, nil
 }
 
-// Touch records uses of keys, written with the next flush.
-func (ix *Index) Touch(keys ...cas.Key) { ix.touches.add(keys...) }
-
 // walkPage is how many rows Walk reads per query; between pages it holds
 // no connection.
 const walkPage = 1000
@@ -186,16 +177,14 @@ func (ix *Index) Walk(ctx context.Context, partition cas.Partition, fn func(cas.
 		}
 		var page []cas.StoredObject
 		for rows.Next() {
-			var p, inst string
-			var kind, fn int16
-			var hash []byte
-			var size, stored int64
-			if err := rows.Scan(&p, &kind, &inst, &fn, &hash, &size, &stored); err != nil {
+			var r keyRow
+			var stored int64
+			if err := rows.Scan(r.dest(&stored)...); err != nil {
 				rows.Close()
 				return failed("walking partition "+string(partition), err)
 			}
-			page = append(page, cas.StoredObject{Key: scanKey(p, kind, fn, inst, hash, size), Size: stored})
-			after = []any{p, kind, inst, fn, hash, size}
+			page = append(page, cas.StoredObject{Key: r.key(), Size: stored})
+			after = []any{r.partition, r.kind, r.instance, r.fn, r.hash, r.size}
 		}
 		if err := rows.Err(); err != nil {
 			return failed("walking partition "+string(partition), err)

@@ -2,6 +2,8 @@ package pgindex
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,19 +107,11 @@ func (t *toucher) flush(ctx context.Context) error {
 	var written int64
 	err := t.ix.pool.QueryRow(ctx, `SELECT sealcache_touch($1, $2, $3, $4, $5, $6, $7)`, args...).Scan(&written)
 	if err != nil {
-		t.add(keysOf(batch)...)
+		t.add(slices.Collect(maps.Keys(batch))...)
 		return failed("writing access times", err)
 	}
 	t.written.Add(uint64(written))
 	return nil
-}
-
-func keysOf(m map[cas.Key]struct{}) []cas.Key {
-	keys := make([]cas.Key, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 // close stops the loop and writes what is pending.

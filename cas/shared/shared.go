@@ -172,10 +172,6 @@ func (s *Store) FindMissing(ctx context.Context, keys []cas.Key) ([]cas.Key, err
 	return missing, nil
 }
 
-// Touch records uses of keys served from elsewhere (a node's local tier),
-// so the shared copy keeps its place in the LRU order.
-func (s *Store) Touch(keys ...cas.Key) { s.index.Touch(keys...) }
-
 // Delete removes one object: row, then object.
 func (s *Store) Delete(ctx context.Context, key cas.Key) error {
 	d, err := s.index.DeleteKey(ctx, key)
@@ -224,10 +220,7 @@ func (s *Store) Close() error {
 
 // probeKey is a key no client can store (its partition is no org id the
 // metadata store hands out), read by Ping.
-var probeKey = cas.Key{Partition: "_readyz", Kind: cas.KindCAS, Digest: cas.Digest{
-	Function: cas.SupportedDigestFunctions[0],
-	Hash:     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Size: 0,
-}}
+var probeKey = cas.Key{Partition: "_readyz", Kind: cas.KindCAS, Digest: cas.EmptyDigest(cas.SupportedDigestFunctions[0])}
 
 // Ping checks that the index and the object store answer.
 func (s *Store) Ping(ctx context.Context) error {
