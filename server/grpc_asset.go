@@ -209,6 +209,20 @@ type assetRequest struct {
 	timeout    time.Duration
 }
 
+// newAssetRequest checks the fields FetchBlob and FetchDirectory share and
+// returns them as an assetRequest.
+func newAssetRequest(instance string, uris []string, qualifiers []*rapb.Qualifier, named repb.DigestFunction_Value, oldest *timestamppb.Timestamp) (assetRequest, error) {
+	fn := requestFunction(named)
+	if err := checkAssetRequest(instance, uris, qualifiers, fn); err != nil {
+		return assetRequest{}, err
+	}
+	req := assetRequest{instance: instance, uris: uris, qualifiers: qualifiers, fn: fn}
+	if oldest != nil {
+		req.oldest = oldest.AsTime()
+	}
+	return req, nil
+}
+
 func checkAssetRequest(instance string, uris []string, qualifiers []*rapb.Qualifier, fn cas.DigestFunction) error {
 	if err := checkInstanceName(instance); err != nil {
 		return err
@@ -270,20 +284,16 @@ func (a *assetServer) FetchBlob(ctx context.Context, pbReq *rapb.FetchBlobReques
 }
 
 func (a *assetServer) fetchBlob(ctx context.Context, pbReq *rapb.FetchBlobRequest) (*rapb.FetchBlobResponse, error) {
-	fn := requestFunction(pbReq.GetDigestFunction())
-	if err := checkAssetRequest(pbReq.GetInstanceName(), pbReq.GetUris(), pbReq.GetQualifiers(), fn); err != nil {
+	req, err := newAssetRequest(pbReq.GetInstanceName(), pbReq.GetUris(), pbReq.GetQualifiers(), pbReq.GetDigestFunction(), pbReq.GetOldestContentAccepted())
+	if err != nil {
 		return nil, err
-	}
-	req := assetRequest{instance: pbReq.GetInstanceName(), uris: pbReq.GetUris(), qualifiers: pbReq.GetQualifiers(), fn: fn}
-	if pbReq.GetOldestContentAccepted() != nil {
-		req.oldest = pbReq.GetOldestContentAccepted().AsTime()
 	}
 	if pbReq.GetTimeout() != nil {
 		if req.timeout = pbReq.GetTimeout().AsDuration(); req.timeout < 0 {
 			return nil, status.Error(codes.InvalidArgument, "timeout is negative")
 		}
 	}
-	resp := &rapb.FetchBlobResponse{Qualifiers: pbReq.GetQualifiers(), DigestFunction: fn}
+	resp := &rapb.FetchBlobResponse{Qualifiers: pbReq.GetQualifiers(), DigestFunction: req.fn}
 	uri, m, ok, err := a.lookup(ctx, assetKindBlob, req)
 	if err != nil {
 		return nil, err
@@ -443,15 +453,11 @@ func downloadQualifiers(req assetRequest) ([]sriChecksum, []http.Header, error) 
 }
 
 func (a *assetServer) FetchDirectory(ctx context.Context, pbReq *rapb.FetchDirectoryRequest) (*rapb.FetchDirectoryResponse, error) {
-	fn := requestFunction(pbReq.GetDigestFunction())
-	if err := checkAssetRequest(pbReq.GetInstanceName(), pbReq.GetUris(), pbReq.GetQualifiers(), fn); err != nil {
+	req, err := newAssetRequest(pbReq.GetInstanceName(), pbReq.GetUris(), pbReq.GetQualifiers(), pbReq.GetDigestFunction(), pbReq.GetOldestContentAccepted())
+	if err != nil {
 		return nil, err
 	}
-	req := assetRequest{instance: pbReq.GetInstanceName(), uris: pbReq.GetUris(), qualifiers: pbReq.GetQualifiers(), fn: fn}
-	if pbReq.GetOldestContentAccepted() != nil {
-		req.oldest = pbReq.GetOldestContentAccepted().AsTime()
-	}
-	resp := &rapb.FetchDirectoryResponse{Qualifiers: pbReq.GetQualifiers(), DigestFunction: fn}
+	resp := &rapb.FetchDirectoryResponse{Qualifiers: pbReq.GetQualifiers(), DigestFunction: req.fn}
 	uri, m, ok, err := a.lookup(ctx, assetKindDirectory, req)
 	if err != nil {
 		return nil, err
