@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"io"
 	"net"
@@ -190,6 +191,20 @@ func TestFetchBlobChecksumMismatchStoresNothing(t *testing.T) {
 	// Several checksums: one that matches is enough (as SRI says).
 	either := wrong + " " + sriOf([]byte(assetContent))
 	wantFetched(t, fetchBlob(t, fetchClient(env), &rapb.FetchBlobRequest{Uris: []string{uri}, Qualifiers: []*rapb.Qualifier{q("checksum.sri", either)}}), []byte(assetContent), uri)
+}
+
+// A mismatch names what the content has under each algorithm the request
+// used, once per algorithm, in the order the request first used it.
+func TestFetchBlobChecksumMismatchNamesEachAlgorithmOnce(t *testing.T) {
+	o := startOrigin(t)
+	env := startAssetServer(t)
+	sum512 := sha512.Sum512([]byte("not the content"))
+	wrong512 := "sha512-" + base64.StdEncoding.EncodeToString(sum512[:])
+	value := sriOf([]byte("one guess")) + " " + wrong512 + " " + sriOf([]byte("another guess"))
+	resp := fetchBlob(t, fetchClient(env), &rapb.FetchBlobRequest{Uris: []string{o.URL + "/file.txt"}, Qualifiers: []*rapb.Qualifier{q("checksum.sri", value)}})
+	has512 := sha512.Sum512([]byte(assetContent))
+	want := "has " + sriOf([]byte(assetContent)) + " sha512-" + base64.StdEncoding.EncodeToString(has512[:]) + ", the request wants " + value + ";"
+	wantStatus(t, resp, codes.Aborted, want)
 }
 
 // What goes wrong at the origin, or against the operator's policy, is in
