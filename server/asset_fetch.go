@@ -141,7 +141,31 @@ func isPublicAddr(a netip.Addr) bool {
 			return false
 		}
 	}
+	// IPv6 addresses that carry an IPv4 address for a gateway to reach
+	// (NAT64's well-known prefix, 6to4) are as public as that address: a
+	// NAT64 gateway may well reach 10.0.0.0/8 or 169.254.169.254.
+	if v4, ok := embeddedIPv4(a); ok {
+		return isPublicAddr(v4)
+	}
 	return true
+}
+
+var (
+	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour   = netip.MustParsePrefix("2002::/16")
+)
+
+// embeddedIPv4 is the IPv4 address a NAT64 (64:ff9b::a.b.c.d) or 6to4
+// (2002:AABB:CCDD::) address stands for.
+func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
+	b := a.As16()
+	switch {
+	case nat64Prefix.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // ParseHostList reads --asset_fetch_allowed_hosts: host names or IP

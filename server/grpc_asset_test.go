@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -298,6 +299,36 @@ func TestFetchBlobDownloadPolicy(t *testing.T) {
 		codes.NotFound, "--asset_fetch=off")
 	if n := o.requests.Load(); n != 0 {
 		t.Errorf("the origin got %d requests; want none", n)
+	}
+}
+
+// Without an allow list, only public addresses are fetched, including
+// the IPv4 address inside a NAT64 or 6to4 address.
+func TestIsPublicAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr   string
+		public bool
+	}{
+		{"1.1.1.1", true},
+		{"2606:4700::1111", true},
+		{"127.0.0.1", false},
+		{"::1", false},
+		{"10.1.2.3", false},
+		{"100.64.0.1", false},
+		{"169.254.169.254", false},
+		{"::ffff:10.1.2.3", false},
+		{"fd00::1", false},
+		{"64:ff9b::1.1.1.1", true},
+		{"64:ff9b::10.1.2.3", false},
+		{"64:ff9b::169.254.169.254", false},
+		{"64:ff9b::127.0.0.1", false},
+		{"2002:101:101::1", true},
+		{"2002:a01:203::1", false},
+		{"2002:7f00:1::1", false},
+	} {
+		if got := isPublicAddr(netip.MustParseAddr(tc.addr)); got != tc.public {
+			t.Errorf("isPublicAddr(%s) = %t, want %t", tc.addr, got, tc.public)
+		}
 	}
 }
 
