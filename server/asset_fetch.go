@@ -141,7 +141,31 @@ func isPublicAddr(a netip.Addr) bool {
 			return false
 		}
 	}
+	// IPv6 addresses that carry an IPv4 address for a gateway to reach
+	// (NAT64's well-known prefix, 6to4) are as public as that address: a
+	// NAT64 gateway may well reach 10.0.0.0/8 or 169.254.169.254.
+	if v4, ok := embeddedIPv4(a); ok {
+		return isPublicAddr(v4)
+	}
 	return true
+}
+
+var (
+	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour   = netip.MustParsePrefix("2002::/16")
+)
+
+// embeddedIPv4 is the IPv4 address a NAT64 (64:ff9b::a.b.c.d) or 6to4
+// (2002:AABB:CCDD::) address stands for.
+func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
+	b := a.As16()
+	switch {
+	case nat64Prefix.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // ParseHostList reads --asset_fetch_allowed_hosts: host names or IP
@@ -184,6 +208,9 @@ type sriChecksum struct {
 	want []byte
 }
 
+// sriAlgorithms are the SRI hash algorithms the server checks.
+var sriAlgorithms = map[string]func() hash.Hash{"sha256": sha256.New, "sha384": sha512.New384, "sha512": sha512.New}
+
 // parseSRI reads a checksum.sri value: whitespace-separated hashes, of
 // which the content must match at least one. Algorithms other than sha256,
 // sha384 and sha512 are skipped, as SRI says; a value with none of those
@@ -196,12 +223,12 @@ func parseSRI(value string) ([]sriChecksum, error) {
 			return nil, fmt.Errorf("%q is not ALGORITHM-BASE64", tok)
 		}
 		b64, _, _ = strings.Cut(b64, "?") // SRI options are ignored
-		size := map[string]int{"sha256": sha256.Size, "sha384": sha512.Size384, "sha512": sha512.Size}[alg]
-		if size == 0 {
+		newHash := sriAlgorithms[alg]
+		if newHash == nil {
 			continue
 		}
 		sum, err := base64.StdEncoding.DecodeString(b64)
-		if err != nil || len(sum) != size {
+		if err != nil || len(sum) != newHash().Size() {
 			return nil, fmt.Errorf("%q is not a base64 %s hash", tok, alg)
 		}
 		sums = append(sums, sriChecksum{alg: alg, want: sum})
@@ -330,11 +357,15 @@ func (d *assetDownloader) download(ctx context.Context, u *url.URL, header http.
 	if err != nil {
 		return nil, err
 	}
+	// One hash per algorithm the checksums use, in the order they first
+	// appear (the order a mismatch reports them in).
 	sriHashes := map[string]hash.Hash{}
+	var algs []string
 	writers := []io.Writer{f, digestHash}
 	for _, s := range sums {
 		if sriHashes[s.alg] == nil {
-			sriHashes[s.alg] = map[string]func() hash.Hash{"sha256": sha256.New, "sha384": sha512.New384, "sha512": sha512.New}[s.alg]()
+			sriHashes[s.alg] = sriAlgorithms[s.alg]()
+			algs = append(algs, s.alg)
 			writers = append(writers, sriHashes[s.alg])
 		}
 	}
@@ -347,19 +378,20 @@ func (d *assetDownloader) download(ctx context.Context, u *url.URL, header http.
 	}
 	if len(sums) > 0 {
 		matched := false
-		var got []string
 		for _, s := range sums {
-			sum := sriHashes[s.alg].Sum(nil)
-			matched = matched || subtle.ConstantTimeCompare(sum, s.want) == 1
-			got = append(got, sriString(s.alg, sum))
+			matched = matched || subtle.ConstantTimeCompare(sriHashes[s.alg].Sum(nil), s.want) == 1
 		}
 		if !matched {
+			got := make([]string, len(algs))
+			for i, alg := range algs {
+				got[i] = sriString(alg, sriHashes[alg].Sum(nil))
+			}
 			want := make([]string, len(sums))
 			for i, s := range sums {
 				want[i] = sriString(s.alg, s.want)
 			}
 			return nil, originErrorf(codes.Aborted, "checksum mismatch: %s has %s, the request wants %s; nothing was stored",
-				redactURL(u), strings.Join(dedupe(got), " "), strings.Join(want, " "))
+				redactURL(u), strings.Join(got, " "), strings.Join(want, " "))
 		}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -408,18 +440,6 @@ func originCode(status int) codes.Code {
 		return codes.Unavailable
 	}
 	return codes.NotFound
-}
-
-func dedupe(s []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, v := range s {
-		if !seen[v] {
-			seen[v] = true
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // validateAssetFetch checks the Remote Asset settings of a Config.

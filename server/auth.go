@@ -92,8 +92,6 @@ var methodAccess = map[string]access{
 	"/grpc.health.v1.Health/List":  accessNone,
 }
 
-var errUnauthenticated = errors.New("unauthenticated")
-
 // authenticate finds the principal for an API key secret ("" for none).
 // The answer is a status error ready to return to the client.
 func (s *Server) authenticate(ctx context.Context, secret string) (principal, error) {

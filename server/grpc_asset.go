@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -125,15 +124,10 @@ func assetKey(kind, uri string, qualifiers []*rapb.Qualifier) []byte {
 }
 
 // mappingKey is the AC key under which the mapping of (kind, uri,
-// qualifiers) is stored for the caller's org and instance.
-func mappingKey(ctx context.Context, instance string, fn cas.DigestFunction, kind, uri string, qualifiers []*rapb.Qualifier) (cas.Key, error) {
-	enc := assetKey(kind, uri, qualifiers)
-	h, err := cas.NewHasher(fn)
-	if err != nil {
-		return cas.Key{}, err
-	}
-	h.Write(enc)
-	return acKey(ctx, instance, cas.Digest{Function: fn, Hash: hex.EncodeToString(h.Sum(nil)), Size: int64(len(enc))}), nil
+// qualifiers) is stored for the caller's org and instance. fn must be
+// supported: every caller has had checkAssetRequest check it.
+func mappingKey(ctx context.Context, instance string, fn cas.DigestFunction, kind, uri string, qualifiers []*rapb.Qualifier) cas.Key {
+	return acKey(ctx, instance, cas.DigestOf(fn, assetKey(kind, uri, qualifiers)))
 }
 
 // assetMapping is what a stored mapping says.
@@ -215,6 +209,20 @@ type assetRequest struct {
 	timeout    time.Duration
 }
 
+// newAssetRequest checks the fields FetchBlob and FetchDirectory share and
+// returns them as an assetRequest.
+func newAssetRequest(instance string, uris []string, qualifiers []*rapb.Qualifier, named repb.DigestFunction_Value, oldest *timestamppb.Timestamp) (assetRequest, error) {
+	fn := requestFunction(named)
+	if err := checkAssetRequest(instance, uris, qualifiers, fn); err != nil {
+		return assetRequest{}, err
+	}
+	req := assetRequest{instance: instance, uris: uris, qualifiers: qualifiers, fn: fn}
+	if oldest != nil {
+		req.oldest = oldest.AsTime()
+	}
+	return req, nil
+}
+
 func checkAssetRequest(instance string, uris []string, qualifiers []*rapb.Qualifier, fn cas.DigestFunction) error {
 	if err := checkInstanceName(instance); err != nil {
 		return err
@@ -255,11 +263,7 @@ func requestFunction(fn repb.DigestFunction_Value) cas.DigestFunction {
 func (a *assetServer) lookup(ctx context.Context, kind string, req assetRequest) (string, assetMapping, bool, error) {
 	now := time.Now()
 	for _, uri := range req.uris {
-		key, err := mappingKey(ctx, req.instance, req.fn, kind, uri, req.qualifiers)
-		if err != nil {
-			return "", assetMapping{}, false, status.Errorf(codes.InvalidArgument, "digest_function: %v", err)
-		}
-		m, ok, err := a.readMapping(ctx, key)
+		m, ok, err := a.readMapping(ctx, mappingKey(ctx, req.instance, req.fn, kind, uri, req.qualifiers))
 		if err != nil {
 			return "", assetMapping{}, false, err
 		}
@@ -280,20 +284,16 @@ func (a *assetServer) FetchBlob(ctx context.Context, pbReq *rapb.FetchBlobReques
 }
 
 func (a *assetServer) fetchBlob(ctx context.Context, pbReq *rapb.FetchBlobRequest) (*rapb.FetchBlobResponse, error) {
-	fn := requestFunction(pbReq.GetDigestFunction())
-	if err := checkAssetRequest(pbReq.GetInstanceName(), pbReq.GetUris(), pbReq.GetQualifiers(), fn); err != nil {
+	req, err := newAssetRequest(pbReq.GetInstanceName(), pbReq.GetUris(), pbReq.GetQualifiers(), pbReq.GetDigestFunction(), pbReq.GetOldestContentAccepted())
+	if err != nil {
 		return nil, err
-	}
-	req := assetRequest{instance: pbReq.GetInstanceName(), uris: pbReq.GetUris(), qualifiers: pbReq.GetQualifiers(), fn: fn}
-	if pbReq.GetOldestContentAccepted() != nil {
-		req.oldest = pbReq.GetOldestContentAccepted().AsTime()
 	}
 	if pbReq.GetTimeout() != nil {
 		if req.timeout = pbReq.GetTimeout().AsDuration(); req.timeout < 0 {
 			return nil, status.Error(codes.InvalidArgument, "timeout is negative")
 		}
 	}
-	resp := &rapb.FetchBlobResponse{Qualifiers: pbReq.GetQualifiers(), DigestFunction: fn}
+	resp := &rapb.FetchBlobResponse{Qualifiers: pbReq.GetQualifiers(), DigestFunction: req.fn}
 	uri, m, ok, err := a.lookup(ctx, assetKindBlob, req)
 	if err != nil {
 		return nil, err
@@ -385,10 +385,7 @@ func (a *assetServer) store(ctx context.Context, req assetRequest, uri string, b
 	if err := a.blobs.Put(ctx, casKey(ctx, blob.digest), blob.digest.Size, blob.file); err != nil {
 		return cas.Digest{}, storeError(err)
 	}
-	key, err := mappingKey(ctx, req.instance, req.fn, assetKindBlob, uri, req.qualifiers)
-	if err != nil {
-		return cas.Digest{}, status.Errorf(codes.InvalidArgument, "digest_function: %v", err)
-	}
+	key := mappingKey(ctx, req.instance, req.fn, assetKindBlob, uri, req.qualifiers)
 	if err := a.writeMapping(ctx, key, assetMapping{digest: blob.digest, storedAt: started}, nil); err != nil {
 		return cas.Digest{}, err
 	}
@@ -456,15 +453,11 @@ func downloadQualifiers(req assetRequest) ([]sriChecksum, []http.Header, error) 
 }
 
 func (a *assetServer) FetchDirectory(ctx context.Context, pbReq *rapb.FetchDirectoryRequest) (*rapb.FetchDirectoryResponse, error) {
-	fn := requestFunction(pbReq.GetDigestFunction())
-	if err := checkAssetRequest(pbReq.GetInstanceName(), pbReq.GetUris(), pbReq.GetQualifiers(), fn); err != nil {
+	req, err := newAssetRequest(pbReq.GetInstanceName(), pbReq.GetUris(), pbReq.GetQualifiers(), pbReq.GetDigestFunction(), pbReq.GetOldestContentAccepted())
+	if err != nil {
 		return nil, err
 	}
-	req := assetRequest{instance: pbReq.GetInstanceName(), uris: pbReq.GetUris(), qualifiers: pbReq.GetQualifiers(), fn: fn}
-	if pbReq.GetOldestContentAccepted() != nil {
-		req.oldest = pbReq.GetOldestContentAccepted().AsTime()
-	}
-	resp := &rapb.FetchDirectoryResponse{Qualifiers: pbReq.GetQualifiers(), DigestFunction: fn}
+	resp := &rapb.FetchDirectoryResponse{Qualifiers: pbReq.GetQualifiers(), DigestFunction: req.fn}
 	uri, m, ok, err := a.lookup(ctx, assetKindDirectory, req)
 	if err != nil {
 		return nil, err
@@ -539,11 +532,7 @@ func (a *assetServer) push(ctx context.Context, kind, instance string, uris []st
 		m.expireAt = expireAt.AsTime()
 	}
 	for _, uri := range uris {
-		key, err := mappingKey(ctx, instance, fn, kind, uri, qualifiers)
-		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "digest_function: %v", err)
-		}
-		if err := a.writeMapping(ctx, key, m, refs); err != nil {
+		if err := a.writeMapping(ctx, mappingKey(ctx, instance, fn, kind, uri, qualifiers), m, refs); err != nil {
 			return err
 		}
 	}

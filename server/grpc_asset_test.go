@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -192,6 +194,20 @@ func TestFetchBlobChecksumMismatchStoresNothing(t *testing.T) {
 	wantFetched(t, fetchBlob(t, fetchClient(env), &rapb.FetchBlobRequest{Uris: []string{uri}, Qualifiers: []*rapb.Qualifier{q("checksum.sri", either)}}), []byte(assetContent), uri)
 }
 
+// A mismatch names what the content has under each algorithm the request
+// used, once per algorithm, in the order the request first used it.
+func TestFetchBlobChecksumMismatchNamesEachAlgorithmOnce(t *testing.T) {
+	o := startOrigin(t)
+	env := startAssetServer(t)
+	sum512 := sha512.Sum512([]byte("not the content"))
+	wrong512 := "sha512-" + base64.StdEncoding.EncodeToString(sum512[:])
+	value := sriOf([]byte("one guess")) + " " + wrong512 + " " + sriOf([]byte("another guess"))
+	resp := fetchBlob(t, fetchClient(env), &rapb.FetchBlobRequest{Uris: []string{o.URL + "/file.txt"}, Qualifiers: []*rapb.Qualifier{q("checksum.sri", value)}})
+	has512 := sha512.Sum512([]byte(assetContent))
+	want := "has " + sriOf([]byte(assetContent)) + " sha512-" + base64.StdEncoding.EncodeToString(has512[:]) + ", the request wants " + value + ";"
+	wantStatus(t, resp, codes.Aborted, want)
+}
+
 // What goes wrong at the origin, or against the operator's policy, is in
 // the response's status with a message that says what happened.
 func TestFetchBlobOriginErrorsAreInlineStatuses(t *testing.T) {
@@ -283,6 +299,36 @@ func TestFetchBlobDownloadPolicy(t *testing.T) {
 		codes.NotFound, "--asset_fetch=off")
 	if n := o.requests.Load(); n != 0 {
 		t.Errorf("the origin got %d requests; want none", n)
+	}
+}
+
+// Without an allow list, only public addresses are fetched, including
+// the IPv4 address inside a NAT64 or 6to4 address.
+func TestIsPublicAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr   string
+		public bool
+	}{
+		{"1.1.1.1", true},
+		{"2606:4700::1111", true},
+		{"127.0.0.1", false},
+		{"::1", false},
+		{"10.1.2.3", false},
+		{"100.64.0.1", false},
+		{"169.254.169.254", false},
+		{"::ffff:10.1.2.3", false},
+		{"fd00::1", false},
+		{"64:ff9b::1.1.1.1", true},
+		{"64:ff9b::10.1.2.3", false},
+		{"64:ff9b::169.254.169.254", false},
+		{"64:ff9b::127.0.0.1", false},
+		{"2002:101:101::1", true},
+		{"2002:a01:203::1", false},
+		{"2002:7f00:1::1", false},
+	} {
+		if got := isPublicAddr(netip.MustParseAddr(tc.addr)); got != tc.public {
+			t.Errorf("isPublicAddr(%s) = %t, want %t", tc.addr, got, tc.public)
+		}
 	}
 }
 

@@ -125,7 +125,10 @@ func (l *refusalLog) summarize(class refusalClass, w *refusalWindow) {
 
 // run writes summaries as their intervals end, until ctx ends; the server
 // then calls flushAll.
-func (l *refusalLog) run(ctx context.Context) {
+func (l *refusalLog) run(ctx context.Context) { flushEveryTick(ctx, l.flush) }
+
+// flushEveryTick calls flush every flushTick until ctx ends.
+func flushEveryTick(ctx context.Context, flush func()) {
 	t := time.NewTicker(flushTick)
 	defer t.Stop()
 	for {
@@ -133,7 +136,7 @@ func (l *refusalLog) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			l.flush()
+			flush()
 		}
 	}
 }
@@ -263,18 +266,9 @@ func (e *evictionLog) writeLocked(now time.Time) {
 	e.objects, e.bytes, e.lastLine = 0, 0, now
 }
 
-func (e *evictionLog) run(ctx context.Context) {
-	t := time.NewTicker(flushTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			e.flush()
-		}
-	}
-}
+// run writes what was evicted once the interval has passed, until ctx
+// ends; the server then calls flushAll.
+func (e *evictionLog) run(ctx context.Context) { flushEveryTick(ctx, e.flush) }
 
 // formatBytes writes n in binary units with one decimal, e.g. "1.5 GiB".
 func formatBytes(n int64) string {

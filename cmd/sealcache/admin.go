@@ -175,16 +175,9 @@ func (c *adminCLI) flagSet(name string) *flag.FlagSet {
 // parse parses flags and positional arguments in any order and checks the
 // number of positional arguments.
 func (c *adminCLI) parse(fs *flag.FlagSet, args []string, positional ...string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, usagef("%s: %v", fs.Name(), err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, usagef("%s: %v", fs.Name(), err)
 	}
 	if len(pos) != len(positional) {
 		want := "no arguments"

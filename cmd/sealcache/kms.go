@@ -17,7 +17,9 @@ import (
 	"github.com/sealcache/sealcache/server"
 )
 
-const kmsUsage = `Usage: sealcache kms create-local-key NAME [--data_dir DIR | --local_kms_dir DIR]
+const kmsUsageLine = "Usage: sealcache kms create-local-key NAME [--data_dir DIR | --local_kms_dir DIR]"
+
+const kmsUsage = kmsUsageLine + `
 
 Creates the local KMS key local-kms://NAME: a file of 32 random bytes,
 DATA_DIR/kms/NAME (or --local_kms_dir/NAME), readable only by you. Run it on
@@ -58,8 +60,7 @@ func runKMS(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		err = fmt.Errorf("create-local-key takes one key NAME, got %q", names)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "Usage: sealcache kms create-local-key NAME [--data_dir DIR | --local_kms_dir DIR]\nsealcache kms: %v\n", err)
-		return 2
+		return kmsBadUsage(stderr, err)
 	}
 	dir := *keyDir
 	if dir == "" {
@@ -73,8 +74,7 @@ func runKMS(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		var kerr *kms.Error
 		if errors.As(err, &kerr) && kerr.Kind == kms.KindInvalidURI {
-			fmt.Fprintf(stderr, "Usage: sealcache kms create-local-key NAME [--data_dir DIR | --local_kms_dir DIR]\nsealcache kms: %v\n", err)
-			return 2
+			return kmsBadUsage(stderr, err)
 		}
 		fmt.Fprintf(stderr, "sealcache kms: creating local key %q in %s: %v\n", name, dir, err)
 		return 1
@@ -86,6 +86,13 @@ An org admin turns CMEK on with it:
   sealcache admin encryption enable --key_uri local-kms://%s
 `, name, filepath.Join(dir, name), dir, name)
 	return 0
+}
+
+// kmsBadUsage reports a mistake on the command line: the usage line, then
+// the error. Exit status 2.
+func kmsBadUsage(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "%s\nsealcache kms: %v\n", kmsUsageLine, err)
+	return 2
 }
 
 // parseInterspersed parses flags that may come before or after positional
