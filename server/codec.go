@@ -59,12 +59,6 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		err := proto.Unmarshal(*buf, m.WriteRequest)
 		putUploadBuf(buf) // proto copied what it kept
 		return err
-	case *bspb.WriteRequest:
-		buf := data.Materialize() // the one copy; m.Data points into it
-		if decodeWriteRequest(buf, m) {
-			return nil
-		}
-		return proto.Unmarshal(buf, m)
 	case *repb.FindMissingBlobsRequest:
 		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 		defer buf.Free()
