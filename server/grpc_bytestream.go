@@ -404,7 +404,7 @@ func (t *uploadTable) attach(streamCtx context.Context, key cas.Key, rn cas.Reso
 		}
 		up.result <- err
 	}()
-	up.idle = time.AfterFunc(uploadResumeWindow, func() { t.abort(up, errAborted) })
+	up.idle = time.AfterFunc(uploadResumeWindow, func() { t.expire(up) })
 	up.idle.Stop()
 	t.m[id] = up
 	return up, nil
@@ -422,6 +422,17 @@ func (t *uploadTable) detach(up *upload) {
 		return
 	}
 	up.idle.Reset(uploadResumeWindow)
+}
+
+// expire drops an upload whose resume window has passed, unless a stream
+// has resumed it since: the timer may fire just as attach stops it, and
+// then waits here for the lock until attach is done.
+func (t *uploadTable) expire(up *upload) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !up.attached {
+		t.abortLocked(up, errAborted)
+	}
 }
 
 func (t *uploadTable) abort(up *upload, err error) {
