@@ -66,8 +66,8 @@ func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_Re
 	if req.ReadLimit > 0 {
 		n = min(n, req.ReadLimit)
 	}
+	out := &readSender{stream: stream, m: b.metrics}
 	if rn.Compressor == repb.Compressor_ZSTD {
-		out := &readSender{stream: stream, m: b.metrics}
 		defer out.release()
 		enc := getZstdEncoder(out)
 		err := readPieces(rc, n, func(piece *[]byte) error {
@@ -84,14 +84,7 @@ func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_Re
 		}
 		return out.flush()
 	}
-	return storeError(readPieces(rc, n, func(piece *[]byte) error {
-		size := len(*piece)
-		if err := stream.SendMsg(&readChunk{piece}); err != nil {
-			return err
-		}
-		b.metrics.bytesOut("grpc", int64(size))
-		return nil
-	}))
+	return storeError(readPieces(rc, n, out.send))
 }
 
 // readPieces reads the first n bytes of src in pieces of at most
@@ -142,8 +135,9 @@ func shortRead(err error, n int64) error {
 	return err
 }
 
-// readSender turns writes (a zstd encoder's output) into ReadResponse
-// messages of readChunkSize, each a buffer from readBufs sent as it is.
+// readSender sends ReadResponse messages, each a buffer from readBufs sent
+// as it is: the pieces of a blob (send), or writes (a zstd encoder's
+// output) gathered into messages of readChunkSize.
 type readSender struct {
 	stream bspb.ByteStream_ReadServer
 	m      *metrics
@@ -173,9 +167,14 @@ func (r *readSender) flush() error {
 	if r.buf == nil || len(*r.buf) == 0 {
 		return nil
 	}
-	size := len(*r.buf)
 	buf := r.buf
 	r.buf = nil
+	return r.send(buf)
+}
+
+// send sends buf as one message, which hands it to gRPC.
+func (r *readSender) send(buf *[]byte) error {
+	size := len(*buf)
 	if err := r.stream.SendMsg(&readChunk{buf}); err != nil {
 		return err
 	}
