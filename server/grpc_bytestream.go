@@ -442,15 +442,16 @@ func (t *uploadTable) abort(up *upload, err error) {
 
 func (t *uploadTable) abortLocked(up *upload, err error) {
 	up.pw.CloseWithError(err)
-	up.idle.Stop()
-	if t.m[up.id] == up {
-		delete(t.m, up.id)
-	}
+	t.removeLocked(up)
 }
 
 func (t *uploadTable) remove(up *upload) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.removeLocked(up)
+}
+
+func (t *uploadTable) removeLocked(up *upload) {
 	up.idle.Stop()
 	if t.m[up.id] == up {
 		delete(t.m, up.id)
