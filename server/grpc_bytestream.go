@@ -332,6 +332,11 @@ type uploadID struct {
 	comp      cas.Compressor
 }
 
+// newUploadID names the upload of rn into key.
+func newUploadID(key cas.Key, rn cas.ResourceName) uploadID {
+	return uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}
+}
+
 func (u *upload) wait() error {
 	u.once.Do(func() { u.err = <-u.result })
 	return u.err
@@ -357,7 +362,7 @@ func newUploadTable(ctx context.Context, blobs cas.BlobStore) *uploadTable {
 // caller's org and key) but outlives that stream, so a client can resume;
 // it ends when the upload is finished, dropped or the server stops.
 func (t *uploadTable) attach(streamCtx context.Context, key cas.Key, rn cas.ResourceName, offset int64) (*upload, error) {
-	id := uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}
+	id := newUploadID(key, rn)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if up, ok := t.m[id]; ok {
@@ -461,7 +466,7 @@ func (t *uploadTable) removeLocked(up *upload) {
 func (t *uploadTable) progress(key cas.Key, rn cas.ResourceName) (int64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	up, ok := t.m[uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}]
+	up, ok := t.m[newUploadID(key, rn)]
 	if !ok {
 		return 0, false
 	}
