@@ -13,8 +13,9 @@ import (
 // receiving, decompressing, hashing and writing an upload use both cores.
 //
 // Write takes ownership of p: the writer must not change p afterwards.
-// Upload data (a WriteRequest's bytes, freshly allocated by gRPC for each
-// message) is never reused, so it can be handed over as is; a writer
+// Upload data (a WriteRequest's bytes, in the pooled buffer the server
+// codec decoded the message into) is handed over as is with WriteBuf,
+// and the pipe gives the buffer back once it has been read; a writer
 // whose buffer is reused wraps the pipe in a copyingWriter.
 type chunkPipe struct {
 	mu     sync.Mutex

@@ -59,12 +59,6 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		err := proto.Unmarshal(*buf, m.WriteRequest)
 		putUploadBuf(buf) // proto copied what it kept
 		return err
-	case *bspb.WriteRequest:
-		buf := data.Materialize() // the one copy; m.Data points into it
-		if decodeWriteRequest(buf, m) {
-			return nil
-		}
-		return proto.Unmarshal(buf, m)
 	case *repb.FindMissingBlobsRequest:
 		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 		defer buf.Free()
@@ -98,39 +92,26 @@ func (m *writeMsg) release() {
 func decodeWriteRequest(b []byte, m *bspb.WriteRequest) bool {
 	m.Reset()
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, v, x, n := consumeField(b)
 		if n < 0 {
 			return false
 		}
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 || !utf8.Valid(v) {
+			if !utf8.Valid(v) {
 				return false
 			}
-			m.ResourceName, b = string(v), b[n:]
+			m.ResourceName = string(v)
 		case num == 2 && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return false
-			}
-			m.WriteOffset, b = int64(v), b[n:]
+			m.WriteOffset = int64(x)
 		case num == 3 && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return false
-			}
-			m.FinishWrite, b = v != 0, b[n:]
+			m.FinishWrite = x != 0
 		case num == 10 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return false
-			}
 			if len(v) == 0 {
 				v = nil // as the standard codec leaves an empty field
 			}
-			m.Data, b = v[:len(v):len(v)], b[n:]
+			m.Data = v[:len(v):len(v)]
 		default:
 			return false
 		}
@@ -146,12 +127,8 @@ func decodeFindMissing(b []byte, m *repb.FindMissingBlobsRequest) bool {
 	// First pass: count the digests, so that they share one allocation.
 	count := 0
 	for rest := b; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
+		num, typ, _, _, n := consumeField(rest)
 		if n < 0 {
-			return false
-		}
-		rest = rest[n:]
-		if n = protowire.ConsumeFieldValue(num, typ, rest); n < 0 {
 			return false
 		}
 		rest = rest[n:]
@@ -166,33 +143,27 @@ func decodeFindMissing(b []byte, m *repb.FindMissingBlobsRequest) bool {
 	text := string(b) // every hash is a substring of this one copy
 	offset := func(sub []byte) int { return cap(b) - cap(sub) }
 	for rest := b; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
+		num, typ, v, x, n := consumeField(rest)
+		if n < 0 {
+			return false
+		}
 		rest = rest[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(rest)
-			if n < 0 || !utf8.Valid(v) {
+			if !utf8.Valid(v) {
 				return false
 			}
-			m.InstanceName, rest = string(v), rest[n:]
+			m.InstanceName = string(v)
 		case num == 2 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(rest)
-			if n < 0 {
-				return false
-			}
 			d := &digests[len(m.BlobDigests)]
 			if !decodeDigest(v, d, func(hash []byte) string {
 				return text[offset(hash) : offset(hash)+len(hash)]
 			}) {
 				return false
 			}
-			m.BlobDigests, rest = append(m.BlobDigests, d), rest[n:]
+			m.BlobDigests = append(m.BlobDigests, d)
 		case num == 3 && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(rest)
-			if n < 0 {
-				return false
-			}
-			m.DigestFunction, rest = repb.DigestFunction_Value(int32(v)), rest[n:]
+			m.DigestFunction = repb.DigestFunction_Value(int32(x))
 		default:
 			return false
 		}
@@ -204,27 +175,47 @@ func decodeFindMissing(b []byte, m *repb.FindMissingBlobsRequest) bool {
 // into a string.
 func decodeDigest(b []byte, d *repb.Digest, str func([]byte) string) bool {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, v, x, n := consumeField(b)
 		if n < 0 {
 			return false
 		}
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 || !utf8.Valid(v) {
+			if !utf8.Valid(v) {
 				return false
 			}
-			d.Hash, b = str(v), b[n:]
+			d.Hash = str(v)
 		case num == 2 && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return false
-			}
-			d.SizeBytes, b = int64(v), b[n:]
+			d.SizeBytes = int64(x)
 		default:
 			return false
 		}
 	}
 	return true
+}
+
+// consumeField consumes the first field of b, as the decoders above need
+// it: the bytes of a length-delimited field (aliasing b) or the value of a
+// varint field. n is how many bytes the field took, or negative when b is
+// malformed or the field has another wire type, which the decoders above
+// never expect.
+func consumeField(b []byte) (num protowire.Number, typ protowire.Type, v []byte, x uint64, n int) {
+	num, typ, n = protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, nil, 0, n
+	}
+	var m int
+	switch typ {
+	case protowire.BytesType:
+		v, m = protowire.ConsumeBytes(b[n:])
+	case protowire.VarintType:
+		x, m = protowire.ConsumeVarint(b[n:])
+	default:
+		return 0, 0, nil, 0, -1
+	}
+	if m < 0 {
+		return 0, 0, nil, 0, m
+	}
+	return num, typ, v, x, n + m
 }

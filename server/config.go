@@ -2,16 +2,16 @@ package server
 
 import (
 	"fmt"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"math"
-
-	"github.com/sealcache/sealcache/encryption"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sealcache/sealcache/encryption"
 )
 
 // Config is everything the server is told at start-up. cmd/sealcache fills

@@ -66,8 +66,8 @@ func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_Re
 	if req.ReadLimit > 0 {
 		n = min(n, req.ReadLimit)
 	}
+	out := &readSender{stream: stream, m: b.metrics}
 	if rn.Compressor == repb.Compressor_ZSTD {
-		out := &readSender{stream: stream, m: b.metrics}
 		defer out.release()
 		enc := getZstdEncoder(out)
 		err := readPieces(rc, n, func(piece *[]byte) error {
@@ -84,14 +84,7 @@ func (b *byteStreamServer) Read(req *bspb.ReadRequest, stream bspb.ByteStream_Re
 		}
 		return out.flush()
 	}
-	return storeError(readPieces(rc, n, func(piece *[]byte) error {
-		size := len(*piece)
-		if err := stream.SendMsg(&readChunk{piece}); err != nil {
-			return err
-		}
-		b.metrics.bytesOut("grpc", int64(size))
-		return nil
-	}))
+	return storeError(readPieces(rc, n, out.send))
 }
 
 // readPieces reads the first n bytes of src in pieces of at most
@@ -142,8 +135,9 @@ func shortRead(err error, n int64) error {
 	return err
 }
 
-// readSender turns writes (a zstd encoder's output) into ReadResponse
-// messages of readChunkSize, each a buffer from readBufs sent as it is.
+// readSender sends ReadResponse messages, each a buffer from readBufs sent
+// as it is: the pieces of a blob (send), or writes (a zstd encoder's
+// output) gathered into messages of readChunkSize.
 type readSender struct {
 	stream bspb.ByteStream_ReadServer
 	m      *metrics
@@ -173,9 +167,14 @@ func (r *readSender) flush() error {
 	if r.buf == nil || len(*r.buf) == 0 {
 		return nil
 	}
-	size := len(*r.buf)
 	buf := r.buf
 	r.buf = nil
+	return r.send(buf)
+}
+
+// send sends buf as one message, which hands it to gRPC.
+func (r *readSender) send(buf *[]byte) error {
+	size := len(*buf)
 	if err := r.stream.SendMsg(&readChunk{buf}); err != nil {
 		return err
 	}
@@ -333,6 +332,11 @@ type uploadID struct {
 	comp      cas.Compressor
 }
 
+// newUploadID names the upload of rn into key.
+func newUploadID(key cas.Key, rn cas.ResourceName) uploadID {
+	return uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}
+}
+
 func (u *upload) wait() error {
 	u.once.Do(func() { u.err = <-u.result })
 	return u.err
@@ -358,7 +362,7 @@ func newUploadTable(ctx context.Context, blobs cas.BlobStore) *uploadTable {
 // caller's org and key) but outlives that stream, so a client can resume;
 // it ends when the upload is finished, dropped or the server stops.
 func (t *uploadTable) attach(streamCtx context.Context, key cas.Key, rn cas.ResourceName, offset int64) (*upload, error) {
-	id := uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}
+	id := newUploadID(key, rn)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if up, ok := t.m[id]; ok {
@@ -404,7 +408,7 @@ func (t *uploadTable) attach(streamCtx context.Context, key cas.Key, rn cas.Reso
 		}
 		up.result <- err
 	}()
-	up.idle = time.AfterFunc(uploadResumeWindow, func() { t.abort(up, errAborted) })
+	up.idle = time.AfterFunc(uploadResumeWindow, func() { t.expire(up) })
 	up.idle.Stop()
 	t.m[id] = up
 	return up, nil
@@ -424,6 +428,17 @@ func (t *uploadTable) detach(up *upload) {
 	up.idle.Reset(uploadResumeWindow)
 }
 
+// expire drops an upload whose resume window has passed, unless a stream
+// has resumed it since: the timer may fire just as attach stops it, and
+// then waits here for the lock until attach is done.
+func (t *uploadTable) expire(up *upload) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !up.attached {
+		t.abortLocked(up, errAborted)
+	}
+}
+
 func (t *uploadTable) abort(up *upload, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -432,15 +447,16 @@ func (t *uploadTable) abort(up *upload, err error) {
 
 func (t *uploadTable) abortLocked(up *upload, err error) {
 	up.pw.CloseWithError(err)
-	up.idle.Stop()
-	if t.m[up.id] == up {
-		delete(t.m, up.id)
-	}
+	t.removeLocked(up)
 }
 
 func (t *uploadTable) remove(up *upload) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.removeLocked(up)
+}
+
+func (t *uploadTable) removeLocked(up *upload) {
 	up.idle.Stop()
 	if t.m[up.id] == up {
 		delete(t.m, up.id)
@@ -450,7 +466,7 @@ func (t *uploadTable) remove(up *upload) {
 func (t *uploadTable) progress(key cas.Key, rn cas.ResourceName) (int64, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	up, ok := t.m[uploadID{key.Partition, rn.UploadID, rn.Digest, rn.Compressor}]
+	up, ok := t.m[newUploadID(key, rn)]
 	if !ok {
 		return 0, false
 	}

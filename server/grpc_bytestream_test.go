@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/memory"
 )
 
 func randomBytes(t testing.TB, n int) []byte {
@@ -329,5 +330,59 @@ func TestConcurrentWritesOfTheSameAndOfDifferentBlobs(t *testing.T) {
 	got, err := readBlob(ctx, env.bs(), readName("", sha(same)), 0, 0)
 	if err != nil || !bytes.Equal(got, same) {
 		t.Fatalf("the blob written 8 times at once: %d bytes, %v", len(got), err)
+	}
+}
+
+// The resume window's timer can fire just as a stream resumes the upload
+// (attach stops it too late) and then runs after attach: it must leave the
+// resumed upload alone, and drop only one that is still detached.
+func TestResumeWindowExpiryLeavesAResumedUploadAlone(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := memory.New()
+	table := newUploadTable(ctx, store)
+	defer table.abortAll()
+	data := randomBytes(t, 1000)
+	d := cas.DigestOf(repb.DigestFunction_SHA256, data)
+	key := cas.Key{Partition: "org1", Kind: cas.KindCAS, Digest: d}
+	rn := cas.ResourceName{UploadID: "resumed", Digest: d}
+
+	up, err := table.attach(ctx, key, rn, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := up.pw.Write(data[:500]); err != nil {
+		t.Fatal(err)
+	}
+	up.received.Store(500)
+	table.detach(up)
+	if resumed, err := table.attach(ctx, key, rn, 500); err != nil || resumed != up {
+		t.Fatalf("resuming at 500: %v (the same upload: %v)", err, resumed == up)
+	}
+	table.expire(up) // the timer, late
+	if received, ok := table.progress(key, rn); !ok || received != 500 {
+		t.Fatalf("after a late expiry the resumed upload is known: %v, with %d bytes; want 500", ok, received)
+	}
+	if _, err := up.pw.Write(data[500:]); err != nil {
+		t.Fatalf("writing to the resumed upload after a late expiry: %v", err)
+	}
+	up.pw.Close()
+	if err := up.wait(); err != nil {
+		t.Fatalf("finishing the resumed upload: %v", err)
+	}
+	table.remove(up)
+	if missing, err := store.FindMissing(ctx, []cas.Key{key}); err != nil || len(missing) != 0 {
+		t.Fatalf("the resumed upload is not stored: missing %v, %v", missing, err)
+	}
+
+	other := cas.ResourceName{UploadID: "detached", Digest: d}
+	up, err = table.attach(ctx, key, other, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table.detach(up)
+	table.expire(up)
+	if _, ok := table.progress(key, other); ok {
+		t.Fatal("a detached upload is still known after its resume window")
 	}
 }

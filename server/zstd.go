@@ -89,13 +89,8 @@ func newZstdBody(r io.Reader, blobSize int64) (*zstdBody, error) {
 	return &zstdBody{d: dec, maxWindow: maxWindow}, nil
 }
 
-func (z *zstdBody) Read(p []byte) (int, error) {
-	n, err := z.d.Read(p)
-	return n, zstdError(err, z.maxWindow)
-}
-
-// WriteTo lets io.Copy hand out the decoder's own blocks, without copying
-// them into a buffer first.
+// WriteTo writes the decompressed upload to w in the decoder's own
+// blocks, without copying them into a buffer first.
 func (z *zstdBody) WriteTo(w io.Writer) (int64, error) {
 	n, err := z.d.WriteTo(w)
 	return n, zstdError(err, z.maxWindow)
