@@ -21,13 +21,18 @@ func (c *Config) validateScaleout() error {
 		return errors.New("--metadata_url: use a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE")
 	}
 	if c.BlobStore == "" {
-		for flag, set := range map[string]bool{
-			"--s3_endpoint": c.S3Endpoint != "", "--s3_region": c.S3Region != "", "--s3_path_style": c.S3PathStyle,
-			"--s3_access_key_id": c.S3AccessKeyID != "", "--s3_secret_access_key": c.S3SecretAccessKey != "",
-			"--shared_max_size": c.SharedMaxSize != 0, "--shared_org_quota": c.SharedOrgQuota != 0,
+		// A slice, not a map: the error names the first such flag, the same
+		// one on every run.
+		for _, f := range []struct {
+			flag string
+			set  bool
+		}{
+			{"--s3_endpoint", c.S3Endpoint != ""}, {"--s3_region", c.S3Region != ""}, {"--s3_path_style", c.S3PathStyle},
+			{"--s3_access_key_id", c.S3AccessKeyID != ""}, {"--s3_secret_access_key", c.S3SecretAccessKey != ""},
+			{"--shared_max_size", c.SharedMaxSize != 0}, {"--shared_org_quota", c.SharedOrgQuota != 0},
 		} {
-			if set {
-				return fmt.Errorf("%s configures the shared object store, which is off: give --blob_store s3://BUCKET/PREFIX too, or drop %s", flag, flag)
+			if f.set {
+				return fmt.Errorf("%s configures the shared object store, which is off: give --blob_store s3://BUCKET/PREFIX too, or drop %s", f.flag, f.flag)
 			}
 		}
 		return nil
