@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc"
@@ -81,17 +80,15 @@ func TestFirstStartBannerNamesTheBoundPorts(t *testing.T) {
 	}
 }
 
-// waitFor polls a real condition; the bound is against hanging, not a
-// speed check.
+// waitFor polls a real condition (see waitUntil).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 30s for %s", what)
+	waitUntil(t, what, func() string {
+		if cond() {
+			return ""
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return "not yet"
+	})
 }
 
 // curl, a browser, Bazel's HTTP cache or the CLI pointed at the gRPC port

@@ -208,15 +208,6 @@ func portOf(addr string) string {
 	return port
 }
 
-// Serve listens on the configured addresses until ctx ends.
-func (s *Server) Serve(ctx context.Context) error {
-	grpcLis, httpLis, err := listenBoth(s.cfg)
-	if err != nil {
-		return err
-	}
-	return s.ServeListeners(ctx, grpcLis, httpLis)
-}
-
 // ServeListeners serves on listeners the caller opened (tests use port 0).
 func (s *Server) ServeListeners(ctx context.Context, grpcLis, httpLis net.Listener) error {
 	var tlsConfig *tls.Config
