@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sealcache/sealcache/e2e/e2etest"
+	"github.com/sealcache/sealcache/internal/testproc"
 )
 
 // ccacheMarker is compiled into the object file as a string literal, so a
@@ -148,7 +149,7 @@ func findCcache(t *testing.T) string {
 		_, err = exec.LookPath("gcc")
 	}
 	if err != nil {
-		if ci := os.Getenv("CI"); ci != "" && ci != "false" {
+		if testproc.OnCI() {
 			t.Fatalf("ccache or gcc is missing and $CI is set: run `make test`, which installs Debian's ccache (%v)", err)
 		}
 		t.Skipf("ccache or gcc is missing (%v): skipping; `make test` installs Debian's ccache", err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sealcache/sealcache/internal/testproc"
 )
 
 // BazelEnv names an environment variable that, when set, is the bazel binary
@@ -63,7 +65,7 @@ func findBazel(t testing.TB) string {
 	if err == nil {
 		return bin
 	}
-	if ci := os.Getenv("CI"); ci != "" && ci != "false" {
+	if testproc.OnCI() {
 		t.Fatalf("bazel is not on PATH and $CI is set, so the Bazel end-to-end tests cannot be skipped: run `make test`, which installs Debian's bazel-bootstrap, or set $%s", BazelEnv)
 	}
 	t.Skipf("bazel is not on PATH: skipping the Bazel end-to-end tests (`make test` installs Debian's bazel-bootstrap; or set $%s)", BazelEnv)

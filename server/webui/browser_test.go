@@ -13,6 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/sealcache/sealcache/internal/testproc"
 	"github.com/sealcache/sealcache/orgs"
 	"github.com/sealcache/sealcache/server/adminapi"
 	"github.com/sealcache/sealcache/server/adminapi/adminapitest"
@@ -34,7 +35,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") != "" {
+	if testproc.OnCI() {
 		t.Fatal("chromium is not installed: `make test` installs it with apt-get install chromium")
 	}
 	t.Skip("chromium is not installed (apt-get install chromium); skipping the browser test")
