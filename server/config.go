@@ -142,9 +142,7 @@ func (c *Config) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return fmt.Errorf("--tls_cert_file and --tls_key_file go together")
 	}
-	if c.LocalKMSDir == "" {
-		c.LocalKMSDir = filepath.Join(c.DataDir, "kms")
-	}
+	c.LocalKMSDir = c.LocalKeyDir()
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 30 * time.Second
 	}
@@ -208,4 +206,13 @@ var sizeUnits = map[string]float64{
 	"k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
 	"g": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40,
 	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+}
+
+// LocalKeyDir is where local-kms:// keys live: --local_kms_dir, else
+// DATA_DIR/kms.
+func (c Config) LocalKeyDir() string {
+	if c.LocalKMSDir != "" {
+		return c.LocalKMSDir
+	}
+	return filepath.Join(c.DataDir, "kms")
 }

@@ -62,10 +62,7 @@ func runKMS(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return kmsBadUsage(stderr, err)
 	}
-	dir := *keyDir
-	if dir == "" {
-		dir = filepath.Join(*dataDir, "kms")
-	}
+	dir := server.Config{DataDir: *dataDir, LocalKMSDir: *keyDir}.LocalKeyDir()
 	name := names[0]
 	if err := kms.CreateLocalKey(dir, name); err != nil {
 		if errors.Is(err, fs.ErrExist) {
