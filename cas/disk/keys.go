@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -246,13 +247,18 @@ func decodeObjectKey(key []byte) (cas.Key, error) {
 }
 
 // stripeOf picks the lock stripe of an object key from its hash bytes, which
-// are uniformly distributed.
+// are uniformly distributed. It runs for every hit and every write, so it
+// finds the partition's end without decoding the partition (splitKey
+// allocates).
 func stripeOf(key []byte) int {
-	_, obj, err := splitKey(key)
-	if err != nil || len(obj) < 2 {
+	if len(key) < 2 {
 		return 0
 	}
-	return int(binary.BigEndian.Uint16(obj)) % lockStripes
+	end := bytes.IndexByte(key[1:], partitionEnd)
+	if end < 0 || len(key[1+end+1:]) < 2 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint16(key[1+end+1:])) % lockStripes
 }
 
 // fileKey is the reverse-index key of a large object's file.

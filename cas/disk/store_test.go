@@ -3,6 +3,8 @@ package disk
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -639,6 +641,26 @@ func TestKeysRoundTripAndPartitionRangesAreSegmentWise(t *testing.T) {
 		mkey, _ := objectKey(recordMeta, castest.CASKey(p, []byte("x")))
 		if got := bytes.Compare(mkey, lower) >= 0 && bytes.Compare(mkey, upper) < 0; got != in {
 			t.Fatalf("object of %s in the range of org1: %v; want %v", p, got, in)
+		}
+	}
+}
+
+// TestStripeIsTheHashHeadWithoutAllocating: the lock stripe comes from
+// the first two hash bytes, whatever the partition, and finding it
+// allocates nothing (it runs for every hit and every write).
+func TestStripeIsTheHashHeadWithoutAllocating(t *testing.T) {
+	for _, p := range []cas.Partition{"o", "org1", "org1/kX/y"} {
+		k := castest.CASKey(p, []byte("x"))
+		mkey, err := objectKey(recordMeta, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, _ := hex.DecodeString(k.Digest.Hash[:4])
+		if got, want := stripeOf(mkey), int(binary.BigEndian.Uint16(head))%lockStripes; got != want {
+			t.Fatalf("stripe of %s = %d; want %d", k, got, want)
+		}
+		if n := testing.AllocsPerRun(10, func() { stripeOf(mkey) }); n != 0 {
+			t.Fatalf("stripeOf allocates %v times", n)
 		}
 	}
 }
