@@ -195,7 +195,7 @@ func (s *Store) unlinkPartition(partition cas.Partition) (freed, objects int64, 
 
 // removeUnreferencedFiles removes the files whose 'f' records lie in
 // [lower, upper) and that no object record names. Uploads in flight have
-// no 'f' record yet (commitFile writes it with the object's record), so
+// no 'f' record yet (commit writes it with the object's record), so
 // they are never touched. Each check holds the object's lock. It returns
 // how many files it removed.
 func (s *Store) removeUnreferencedFiles(lower, upper []byte) (int, error) {
