@@ -293,7 +293,7 @@ func (s *Store) commitLocked(up *upload) error {
 	b.Set(up.mkey, m.encode(), nil)
 	switch {
 	case had && old.inFile:
-		s.dropReplacedFile(b, p, old.file)
+		s.dropFile(b, p, old.file)
 	case had && m.inFile:
 		b.Delete(withRecordType(up.mkey, recordValue), nil)
 	}
@@ -309,31 +309,19 @@ func (s *Store) commitLocked(up *upload) error {
 	return nil
 }
 
-// dropReplacedFile removes the file of an object that a Put is replacing
-// and adds the delete of its 'f' record to the Put's batch. It runs before
-// the batch is applied (like addDelete); if the batch then fails, the old
-// record names a missing file and reads as a miss. If the file cannot be
-// removed, its 'f' record stays for the next sweep.
-func (s *Store) dropReplacedFile(b *pebble.Batch, p cas.Partition, id fileID) {
+// dropFile removes a large object's file that no record will name once b
+// is applied (a Put replaced its object, or no record names it any more)
+// and adds the delete of its 'f' record to b. It runs before b is applied
+// (like addDelete): if b then fails, a record that still names the file
+// reads as a miss. If the file cannot be removed, its 'f' record stays, so
+// the sweep after the next unclean shutdown tries again.
+func (s *Store) dropFile(b *pebble.Batch, p cas.Partition, id fileID) {
 	if err := os.Remove(s.objectFilePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("disk store: removing a replaced object's file failed; it is tried again after the next unclean restart",
+		s.log.Warn("disk store: removing an object's file failed; it is tried again after the next unclean restart",
 			"partition", string(p), "file", id.String(), "error", err.Error())
 		return
 	}
 	b.Delete(fileKey(p, id), nil)
-}
-
-// removeObjectFile removes a large object's file once no record points to
-// it any more, then its 'f' record. If the removal fails the 'f' record
-// stays, so the next start after an unclean shutdown tries again.
-func (s *Store) removeObjectFile(p cas.Partition, id fileID) {
-	path := s.objectFilePath(id)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("disk store: removing an object file failed; it is tried again after the next unclean restart",
-			"partition", string(p), "file", id.String(), "error", err.Error())
-		return
-	}
-	s.db.Delete(fileKey(p, id), writeOpts)
 }
 
 // usageChange is what replacing old (if had) by m changes in a partition.

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -411,6 +412,41 @@ func TestDeletePartitionLeavesNoBytesOnDisk(t *testing.T) {
 	}
 	if n := filesContaining(t, dir, marker("org2")); n == 0 {
 		t.Fatal("org2's bytes are gone too; the check itself is broken")
+	}
+}
+
+// TestDeletePartitionOfManyFilesDropsEveryFileRecord: the 'f' records of
+// the removed files are deleted in batches; none is left behind, and the
+// other partition keeps its files.
+func TestDeletePartitionOfManyFilesDropsEveryFileRecord(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{MaxSize: 1 << 30, InlineMaxSize: inlineTestMax})
+	const files = fileDeletesPerBatch + 10
+	for i := range files {
+		data := castest.Bytes(uint64(i), inlineTestMax+1)
+		put(t, s, castest.CASKey("org1", data), data)
+	}
+	other := castest.Bytes(files, inlineTestMax+1)
+	put(t, s, castest.CASKey("org2", other), other)
+	if _, err := s.DeletePartition(context.Background(), "org1"); err != nil {
+		t.Fatal(err)
+	}
+	lower, upper := partitionRange(recordFile, "org1")
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for it.First(); it.Valid(); it.Next() {
+		left++
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d 'f' records of org1 are left after deleting its %d files", left, files)
+	}
+	if n := countFiles(t, s.largeDir); n != 1 {
+		t.Fatalf("%d files are left; want org2's one", n)
 	}
 }
 
