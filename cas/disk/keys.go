@@ -78,21 +78,19 @@ func appendPartition(b []byte, p cas.Partition) []byte {
 
 // validatePartition is cas.Partition.Validate without its allocations on
 // the common path: Get and FindMissing check every key they are given.
+// Only an invalid partition goes to Validate, for its error.
 func validatePartition(p cas.Partition) error {
-	segStart := 0
-	for i := 0; i <= len(p); i++ {
-		if i == len(p) || p[i] == '/' {
-			if i == segStart {
-				return p.Validate()
-			}
-			segStart = i + 1
-			continue
-		}
-		if c := p[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+	rest := string(p)
+	for {
+		seg, after, more := strings.Cut(rest, "/")
+		if !cas.ValidSegment(seg) {
 			return p.Validate()
 		}
+		if !more {
+			return nil
+		}
+		rest = after
 	}
-	return nil
 }
 
 // partitionRange is the key range of record type t holding partition p and
