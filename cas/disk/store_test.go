@@ -211,7 +211,7 @@ func TestUsageFollowsOverwritesAcrossTheInlineBoundary(t *testing.T) {
 		}
 	}
 	// Replaced files are removed: only the last object's file may remain.
-	if files := countFiles(t, s.largeDir); files != 0 {
+	if files := countFiles(s.largeDir); files != 0 {
 		t.Fatalf("%d object files remain for an inline object", files)
 	}
 }
@@ -445,7 +445,7 @@ func TestDeletePartitionOfManyFilesDropsEveryFileRecord(t *testing.T) {
 	if left != 0 {
 		t.Fatalf("%d 'f' records of org1 are left after deleting its %d files", left, files)
 	}
-	if n := countFiles(t, s.largeDir); n != 1 {
+	if n := countFiles(s.largeDir); n != 1 {
 		t.Fatalf("%d files are left; want org2's one", n)
 	}
 }
@@ -545,7 +545,7 @@ func TestConcurrentUseKeepsCountersExact(t *testing.T) {
 	if got := s.Stats(); got.UsedBytes != st.UsedBytes || got.Objects != st.Objects {
 		t.Fatalf("after restart the counters say %+v; before %+v", got, st)
 	}
-	if files := countFiles(t, s.largeDir); int64(files) > objects {
+	if files := countFiles(s.largeDir); int64(files) > objects {
 		t.Fatalf("%d object files for %d objects: files leaked", files, objects)
 	}
 }
@@ -729,9 +729,8 @@ func TestBadKeysAreRejectedNotMissed(t *testing.T) {
 	}
 }
 
-// onlyFile returns the one regular file below dir.
-func onlyFile(t *testing.T, dir string) string {
-	t.Helper()
+// regularFiles lists the regular files below dir.
+func regularFiles(dir string) []string {
 	var found []string
 	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
@@ -739,39 +738,32 @@ func onlyFile(t *testing.T, dir string) string {
 		}
 		return nil
 	})
+	return found
+}
+
+// onlyFile returns the one regular file below dir.
+func onlyFile(t *testing.T, dir string) string {
+	t.Helper()
+	found := regularFiles(dir)
 	if len(found) != 1 {
 		t.Fatalf("want one file below %s, found %v", dir, found)
 	}
 	return found[0]
 }
 
-func countFiles(t *testing.T, dir string) int {
-	t.Helper()
-	n := 0
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			n++
-		}
-		return nil
-	})
-	return n
-}
+func countFiles(dir string) int { return len(regularFiles(dir)) }
 
 // filesContaining counts the files below dir whose bytes contain marker.
 func filesContaining(t *testing.T, dir string, marker []byte) int {
 	t.Helper()
 	n := 0
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
-		}
+	for _, path := range regularFiles(dir) {
 		data, err := os.ReadFile(path)
 		if err == nil && bytes.Contains(data, marker) {
 			t.Logf("%s holds %q", path, marker)
 			n++
 		}
-		return nil
-	})
+	}
 	return n
 }
 
