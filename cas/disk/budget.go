@@ -32,7 +32,7 @@ func (s *Store) growReservation(ctx context.Context, r *reservation, n int64, ma
 	for {
 		s.usageMu.Lock()
 		u := s.usage
-		if u.total.bytes+u.reserved+n <= s.maxSize {
+		if !s.overBudgetLocked(n) {
 			u.reserved += n
 			r.bytes += n
 			u.notePeak()
@@ -44,11 +44,7 @@ func (s *Store) growReservation(ctx context.Context, r *reservation, n int64, ma
 		s.usageMu.Unlock()
 
 		if stored > 0 {
-			fits := func(_, pending int64) bool {
-				s.usageMu.Lock()
-				defer s.usageMu.Unlock()
-				return s.usage.total.bytes+s.usage.reserved+n-pending <= s.maxSize
-			}
+			fits := func(_, pending int64) bool { return !s.overBudget(pending - n) }
 			// Another Put may take the room just made before this one
 			// looks again: only running out of objects to evict is final.
 			if _, exhausted := s.evictUntil(ctx, fits); !exhausted && ctx.Err() == nil {

@@ -193,10 +193,16 @@ func (s *Store) unlinkPartition(partition cas.Partition) (freed, objects int64, 
 	return freed, objects, nil
 }
 
+// fileDeletesPerBatch bounds the 'f' record deletes removeUnreferencedFiles
+// gathers in one batch.
+const fileDeletesPerBatch = 1024
+
 // removeUnreferencedFiles removes the files whose 'f' records lie in
 // [lower, upper) and that no object record names. Uploads in flight have
-// no 'f' record yet (commitFile writes it with the object's record), so
-// they are never touched. Each check holds the object's lock. It returns
+// no 'f' record yet (commit writes it with the object's record), so
+// they are never touched. Each check holds the object's lock; the deletes
+// of the 'f' records are written fileDeletesPerBatch at a time, and
+// whatever stops the walk, those of the files already removed. It returns
 // how many files it removed.
 func (s *Store) removeUnreferencedFiles(lower, upper []byte) (int, error) {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -204,6 +210,16 @@ func (s *Store) removeUnreferencedFiles(lower, upper []byte) (int, error) {
 		return 0, err
 	}
 	defer it.Close()
+	b := s.db.NewBatch()
+	defer b.Close()
+	flush := func() error {
+		if b.Empty() {
+			return nil
+		}
+		err := s.db.Apply(b, writeOpts)
+		b.Reset()
+		return err
+	}
 	removed := 0
 	for it.First(); it.Valid(); it.Next() {
 		p, rest, err := splitKey(it.Key())
@@ -216,13 +232,18 @@ func (s *Store) removeUnreferencedFiles(lower, upper []byte) (int, error) {
 		unlock := s.lockObject(mkey)
 		m, found, err := s.readMeta(mkey)
 		if err == nil && !(found && m.inFile && m.file == id) {
-			s.removeObjectFile(p, id)
+			s.dropFile(b, p, id)
 			removed++
 		}
 		unlock()
 		if err != nil {
-			return removed, err
+			return removed, errors.Join(err, flush())
+		}
+		if b.Count() >= fileDeletesPerBatch {
+			if err := flush(); err != nil {
+				return removed, err
+			}
 		}
 	}
-	return removed, it.Error()
+	return removed, errors.Join(it.Error(), flush())
 }

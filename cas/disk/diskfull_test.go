@@ -119,7 +119,7 @@ func TestDiskFullWhileWritingEvictsAndRetries(t *testing.T) {
 	if st := s.Stats(); st.ReservedBytes != 0 || st.Objects != 0 {
 		t.Fatalf("the failed Put left %+v", st)
 	}
-	if n := countFiles(t, s.largeDir); n != 0 {
+	if n := countFiles(s.largeDir); n != 0 {
 		t.Fatalf("the failed Put left %d files", n)
 	}
 }

@@ -211,7 +211,13 @@ func (s *Store) sample() ([]candidate, error) {
 func (s *Store) overBudget(pending int64) bool {
 	s.usageMu.Lock()
 	defer s.usageMu.Unlock()
-	return s.usage.total.bytes+s.usage.reserved-pending > s.maxSize
+	return s.overBudgetLocked(-pending)
+}
+
+// overBudgetLocked reports whether stored and reserved bytes plus extra
+// exceed the budget. The caller holds usageMu.
+func (s *Store) overBudgetLocked(extra int64) bool {
+	return s.usage.total.bytes+s.usage.reserved+extra > s.maxSize
 }
 
 // evictToBudget evicts until the store fits its budget again: after Open

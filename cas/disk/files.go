@@ -63,17 +63,16 @@ func emptyDir(dir string) error {
 
 // moveToTrash renames path into the trash directory, from where it is
 // removed; a rename is instant whatever the size of the tree.
-func (s *Store) moveToTrash(path string) (string, error) {
+func (s *Store) moveToTrash(path string) error {
 	dst, err := os.MkdirTemp(s.trashDir, "t-")
 	if err != nil {
-		return "", err
+		return err
 	}
-	dst = filepath.Join(dst, "x")
-	if err := os.Rename(path, dst); err != nil {
-		os.Remove(filepath.Dir(dst))
-		return "", err
+	if err := os.Rename(path, filepath.Join(dst, "x")); err != nil {
+		os.Remove(dst)
+		return err
 	}
-	return filepath.Dir(dst), nil
+	return nil
 }
 
 // removeOldLayout moves the previous version's directories to the trash.
@@ -83,7 +82,7 @@ func (s *Store) removeOldLayout() error {
 	for _, name := range oldLayoutNames {
 		path := filepath.Join(s.dir, name)
 		if _, err := os.Lstat(path); err == nil {
-			if _, err := s.moveToTrash(path); err != nil {
+			if err := s.moveToTrash(path); err != nil {
 				return fmt.Errorf("removing the previous disk store layout at %s: %w; remove it by hand", path, err)
 			}
 			found = append(found, name+"/")

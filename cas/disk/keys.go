@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -77,21 +78,19 @@ func appendPartition(b []byte, p cas.Partition) []byte {
 
 // validatePartition is cas.Partition.Validate without its allocations on
 // the common path: Get and FindMissing check every key they are given.
+// Only an invalid partition goes to Validate, for its error.
 func validatePartition(p cas.Partition) error {
-	segStart := 0
-	for i := 0; i <= len(p); i++ {
-		if i == len(p) || p[i] == '/' {
-			if i == segStart {
-				return p.Validate()
-			}
-			segStart = i + 1
-			continue
-		}
-		if c := p[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+	rest := string(p)
+	for {
+		seg, after, more := strings.Cut(rest, "/")
+		if !cas.ValidSegment(seg) {
 			return p.Validate()
 		}
+		if !more {
+			return nil
+		}
+		rest = after
 	}
-	return nil
 }
 
 // partitionRange is the key range of record type t holding partition p and
@@ -246,13 +245,18 @@ func decodeObjectKey(key []byte) (cas.Key, error) {
 }
 
 // stripeOf picks the lock stripe of an object key from its hash bytes, which
-// are uniformly distributed.
+// are uniformly distributed. It runs for every hit and every write, so it
+// finds the partition's end without decoding the partition (splitKey
+// allocates).
 func stripeOf(key []byte) int {
-	_, obj, err := splitKey(key)
-	if err != nil || len(obj) < 2 {
+	if len(key) < 2 {
 		return 0
 	}
-	return int(binary.BigEndian.Uint16(obj)) % lockStripes
+	end := bytes.IndexByte(key[1:], partitionEnd)
+	if end < 0 || len(key[1+end+1:]) < 2 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint16(key[1+end+1:])) % lockStripes
 }
 
 // fileKey is the reverse-index key of a large object's file.

@@ -11,7 +11,7 @@ import (
 // lockDir only creates DIR/LOCK here: this platform has no flock, so keeping
 // one process per directory is the operator's job.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening disk store lock: %w", err)
 	}

@@ -11,10 +11,10 @@ import (
 )
 
 // lockDir takes an exclusive flock on DIR/LOCK so two processes (or two
-// Stores) never share a directory: each would delete the other's temp files
-// and keep a wrong index.
+// Stores) never share a directory: each would remove the files of the
+// other's uploads at Open and keep wrong usage counters in memory.
 func lockDir(dir string) (*os.File, error) {
-	path := filepath.Join(dir, "LOCK")
+	path := filepath.Join(dir, lockName)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening disk store lock: %w", err)

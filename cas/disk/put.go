@@ -77,10 +77,7 @@ func (s *Store) Put(ctx context.Context, key cas.Key, size int64, r io.Reader) (
 	if err := up.receive(ctx, r); err != nil {
 		return err
 	}
-	if up.file == nil {
-		return s.commitInline(key, mkey, up)
-	}
-	return s.commitFile(key, mkey, up)
+	return s.commit(up)
 }
 
 // tooLarge is the error for an object that can never fit.
@@ -189,7 +186,7 @@ func (up *upload) accept(ctx context.Context, p []byte) error {
 }
 
 // startFile creates the large object's file under its final name, with a
-// reserved id (see fileids.go). No record names the file until commitFile,
+// reserved id (see fileids.go). No record names the file until commit,
 // so no reader can see it before it is whole.
 func (up *upload) startFile() error {
 	s := up.s
@@ -262,98 +259,69 @@ func (up *upload) discard() {
 	up.s.release(&up.res)
 }
 
-// commitInline writes a small object: its record, its bytes and the usage
-// change in one batch.
-func (s *Store) commitInline(key cas.Key, mkey []byte, up *upload) error {
-	unlock := s.lockObject(mkey)
-	old, had, err := s.readMeta(mkey)
-	if err != nil {
-		unlock()
-		return fmt.Errorf("storing %s: %w", key, err)
+// commit publishes a received object in one batch: its record, which
+// makes it visible; its bytes (inline) or, for a file that is whole and
+// closed, the 'f' record that lists the file under its partition and the
+// end of the id's reservation; the removal of what it replaces; and the
+// usage change.
+func (s *Store) commit(up *upload) error {
+	unlock := s.lockObject(up.mkey)
+	defer unlock()
+	if err := s.commitLocked(up); err != nil {
+		return fmt.Errorf("storing %s: %w", up.key, err)
 	}
+	return nil
+}
+
+// commitLocked is commit under the object's lock.
+func (s *Store) commitLocked(up *upload) error {
+	old, had, err := s.readMeta(up.mkey)
+	if err != nil {
+		return err
+	}
+	p := up.key.Partition
 	b := s.db.NewBatch()
 	defer b.Close()
 	m := meta{size: up.size, accessed: s.opts.now().UnixNano()}
-	b.Set(mkey, m.encode(), nil)
-	b.Set(withRecordType(mkey, recordValue), up.data, nil)
-	if had && old.inFile {
-		s.dropReplacedFile(b, key.Partition, old.file)
+	if up.file != nil {
+		m.inFile, m.file = true, up.id
+		b.Set(fileKey(p, up.id), up.mkey, nil)
+		b.Delete(reservedKey(up.id), nil)
+	} else {
+		b.Set(withRecordType(up.mkey, recordValue), up.data, nil)
+	}
+	b.Set(up.mkey, m.encode(), nil)
+	switch {
+	case had && old.inFile:
+		s.dropFile(b, p, old.file)
+	case had && m.inFile:
+		b.Delete(withRecordType(up.mkey, recordValue), nil)
 	}
 	d := usageChange(m, old, had)
-	if err := mergeUsage(b, key.Partition, d); err != nil {
-		unlock()
-		return fmt.Errorf("storing %s: %w", key, err)
+	if err := mergeUsage(b, p, d); err != nil {
+		return err
 	}
 	if err := s.db.Apply(b, writeOpts); err != nil {
-		unlock()
-		return fmt.Errorf("storing %s: %w", key, err)
+		return err
 	}
-	s.commitUsage(key.Partition, d, &up.res)
-	unlock()
+	s.commitUsage(p, d, &up.res)
+	up.file = nil // published: discard must not remove it
 	return nil
 }
 
-// commitFile publishes a large object whose file is whole and closed: one
-// batch writes the object's record, which makes it visible, the usage
-// change, the 'f' record that lists the file under its partition, and ends
-// the id's reservation.
-func (s *Store) commitFile(key cas.Key, mkey []byte, up *upload) error {
-	unlock := s.lockObject(mkey)
-	old, had, err := s.readMeta(mkey)
-	if err == nil {
-		b := s.db.NewBatch()
-		m := meta{size: up.size, accessed: s.opts.now().UnixNano(), inFile: true, file: up.id}
-		b.Set(mkey, m.encode(), nil)
-		b.Set(fileKey(key.Partition, up.id), mkey, nil)
-		b.Delete(reservedKey(up.id), nil)
-		if had && !old.inFile {
-			b.Delete(withRecordType(mkey, recordValue), nil)
-		}
-		if had && old.inFile {
-			s.dropReplacedFile(b, key.Partition, old.file)
-		}
-		d := usageChange(m, old, had)
-		if err = mergeUsage(b, key.Partition, d); err == nil {
-			err = s.db.Apply(b, writeOpts)
-		}
-		b.Close()
-		if err == nil {
-			s.commitUsage(key.Partition, d, &up.res)
-			up.file = nil // published: discard must not remove it
-		}
-	}
-	unlock()
-	if err != nil {
-		return fmt.Errorf("storing %s: %w", key, err)
-	}
-	return nil
-}
-
-// dropReplacedFile removes the file of an object that a Put is replacing
-// and adds the delete of its 'f' record to the Put's batch. It runs before
-// the batch is applied (like addDelete); if the batch then fails, the old
-// record names a missing file and reads as a miss. If the file cannot be
-// removed, its 'f' record stays for the next sweep.
-func (s *Store) dropReplacedFile(b *pebble.Batch, p cas.Partition, id fileID) {
+// dropFile removes a large object's file that no record will name once b
+// is applied (a Put replaced its object, or no record names it any more)
+// and adds the delete of its 'f' record to b. It runs before b is applied
+// (like addDelete): if b then fails, a record that still names the file
+// reads as a miss. If the file cannot be removed, its 'f' record stays, so
+// the sweep after the next unclean shutdown tries again.
+func (s *Store) dropFile(b *pebble.Batch, p cas.Partition, id fileID) {
 	if err := os.Remove(s.objectFilePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("disk store: removing a replaced object's file failed; it is tried again after the next unclean restart",
+		s.log.Warn("disk store: removing an object's file failed; it is tried again after the next unclean restart",
 			"partition", string(p), "file", id.String(), "error", err.Error())
 		return
 	}
 	b.Delete(fileKey(p, id), nil)
-}
-
-// removeObjectFile removes a large object's file once no record points to
-// it any more, then its 'f' record. If the removal fails the 'f' record
-// stays, so the next start after an unclean shutdown tries again.
-func (s *Store) removeObjectFile(p cas.Partition, id fileID) {
-	path := s.objectFilePath(id)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Warn("disk store: removing an object file failed; it is tried again after the next unclean restart",
-			"partition", string(p), "file", id.String(), "error", err.Error())
-		return
-	}
-	s.db.Delete(fileKey(p, id), writeOpts)
 }
 
 // usageChange is what replacing old (if had) by m changes in a partition.

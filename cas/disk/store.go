@@ -142,9 +142,9 @@ func (s *Store) open() (cleanShutdown bool, err error) {
 		return false, fmt.Errorf("creating %s: %w", s.largeDir, err)
 	}
 	cleanPath := filepath.Join(s.dir, cleanName)
-	_, statErr := os.Stat(cleanPath)
-	cleanShutdown = statErr == nil
-	if err := os.Remove(cleanPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	err = os.Remove(cleanPath) // it was there if the last Close was clean
+	cleanShutdown = err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("removing %s: %w", cleanPath, err)
 	}
 	_, dbErr := os.Stat(filepath.Join(s.dir, pebbleName))

@@ -3,6 +3,8 @@ package disk
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -208,7 +211,7 @@ func TestUsageFollowsOverwritesAcrossTheInlineBoundary(t *testing.T) {
 		}
 	}
 	// Replaced files are removed: only the last object's file may remain.
-	if files := countFiles(t, s.largeDir); files != 0 {
+	if files := countFiles(s.largeDir); files != 0 {
 		t.Fatalf("%d object files remain for an inline object", files)
 	}
 }
@@ -412,6 +415,41 @@ func TestDeletePartitionLeavesNoBytesOnDisk(t *testing.T) {
 	}
 }
 
+// TestDeletePartitionOfManyFilesDropsEveryFileRecord: the 'f' records of
+// the removed files are deleted in batches; none is left behind, and the
+// other partition keeps its files.
+func TestDeletePartitionOfManyFilesDropsEveryFileRecord(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{MaxSize: 1 << 30, InlineMaxSize: inlineTestMax})
+	const files = fileDeletesPerBatch + 10
+	for i := range files {
+		data := castest.Bytes(uint64(i), inlineTestMax+1)
+		put(t, s, castest.CASKey("org1", data), data)
+	}
+	other := castest.Bytes(files, inlineTestMax+1)
+	put(t, s, castest.CASKey("org2", other), other)
+	if _, err := s.DeletePartition(context.Background(), "org1"); err != nil {
+		t.Fatal(err)
+	}
+	lower, upper := partitionRange(recordFile, "org1")
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for it.First(); it.Valid(); it.Next() {
+		left++
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d 'f' records of org1 are left after deleting its %d files", left, files)
+	}
+	if n := countFiles(s.largeDir); n != 1 {
+		t.Fatalf("%d files are left; want org2's one", n)
+	}
+}
+
 func TestOrgUsageAndPartitionsAreSegmentWise(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{MaxSize: 1 << 30, InlineMaxSize: inlineTestMax})
 	ctx := context.Background()
@@ -507,7 +545,7 @@ func TestConcurrentUseKeepsCountersExact(t *testing.T) {
 	if got := s.Stats(); got.UsedBytes != st.UsedBytes || got.Objects != st.Objects {
 		t.Fatalf("after restart the counters say %+v; before %+v", got, st)
 	}
-	if files := countFiles(t, s.largeDir); int64(files) > objects {
+	if files := countFiles(s.largeDir); int64(files) > objects {
 		t.Fatalf("%d object files for %d objects: files leaked", files, objects)
 	}
 }
@@ -643,6 +681,26 @@ func TestKeysRoundTripAndPartitionRangesAreSegmentWise(t *testing.T) {
 	}
 }
 
+// TestStripeIsTheHashHeadWithoutAllocating: the lock stripe comes from
+// the first two hash bytes, whatever the partition, and finding it
+// allocates nothing (it runs for every hit and every write).
+func TestStripeIsTheHashHeadWithoutAllocating(t *testing.T) {
+	for _, p := range []cas.Partition{"o", "org1", "org1/kX/y"} {
+		k := castest.CASKey(p, []byte("x"))
+		mkey, err := objectKey(recordMeta, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, _ := hex.DecodeString(k.Digest.Hash[:4])
+		if got, want := stripeOf(mkey), int(binary.BigEndian.Uint16(head))%lockStripes; got != want {
+			t.Fatalf("stripe of %s = %d; want %d", k, got, want)
+		}
+		if n := testing.AllocsPerRun(10, func() { stripeOf(mkey) }); n != 0 {
+			t.Fatalf("stripeOf allocates %v times", n)
+		}
+	}
+}
+
 func TestBadKeysAreRejectedNotMissed(t *testing.T) {
 	s := openStore(t, t.TempDir(), Options{MaxSize: 1 << 20})
 	ctx := context.Background()
@@ -671,9 +729,8 @@ func TestBadKeysAreRejectedNotMissed(t *testing.T) {
 	}
 }
 
-// onlyFile returns the one regular file below dir.
-func onlyFile(t *testing.T, dir string) string {
-	t.Helper()
+// regularFiles lists the regular files below dir.
+func regularFiles(dir string) []string {
 	var found []string
 	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
@@ -681,39 +738,32 @@ func onlyFile(t *testing.T, dir string) string {
 		}
 		return nil
 	})
+	return found
+}
+
+// onlyFile returns the one regular file below dir.
+func onlyFile(t *testing.T, dir string) string {
+	t.Helper()
+	found := regularFiles(dir)
 	if len(found) != 1 {
 		t.Fatalf("want one file below %s, found %v", dir, found)
 	}
 	return found[0]
 }
 
-func countFiles(t *testing.T, dir string) int {
-	t.Helper()
-	n := 0
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			n++
-		}
-		return nil
-	})
-	return n
-}
+func countFiles(dir string) int { return len(regularFiles(dir)) }
 
 // filesContaining counts the files below dir whose bytes contain marker.
 func filesContaining(t *testing.T, dir string, marker []byte) int {
 	t.Helper()
 	n := 0
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
-		}
+	for _, path := range regularFiles(dir) {
 		data, err := os.ReadFile(path)
 		if err == nil && bytes.Contains(data, marker) {
 			t.Logf("%s holds %q", path, marker)
 			n++
 		}
-		return nil
-	})
+	}
 	return n
 }
 

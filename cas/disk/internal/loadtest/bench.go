@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/castest"
 	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
@@ -125,7 +126,7 @@ func BenchLarge(b *testing.B, open func(testing.TB) cas.BlobStore, size int64) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		data := &repeatReader{pool: pool, left: size, salt: byte(i)}
-		key := casKey("org1", data.prefix())
+		key := castest.CASKey("org1", data.prefix())
 		key.Digest.Size = size // a key of the right size; the backend checks no digest
 		b.StartTimer()
 		t0 := time.Now()

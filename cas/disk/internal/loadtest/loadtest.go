@@ -7,9 +7,7 @@ package loadtest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,9 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-
 	"github.com/sealcache/sealcache/cas"
+	"github.com/sealcache/sealcache/cas/castest"
 	"github.com/sealcache/sealcache/internal/loadgen"
 )
 
@@ -51,15 +48,9 @@ func Blobs(seed uint64, n int, minSize, maxSize int64, p cas.Partition) []Blob {
 		if size >= 8 {
 			binary.LittleEndian.PutUint64(data, seed<<32|uint64(i))
 		}
-		blobs[i] = Blob{Key: casKey(p, data), Data: data}
+		blobs[i] = Blob{Key: castest.CASKey(p, data), Data: data}
 	}
 	return blobs
-}
-
-func casKey(p cas.Partition, data []byte) cas.Key {
-	sum := sha256.Sum256(data)
-	return cas.Key{Partition: p, Kind: cas.KindCAS, Digest: cas.Digest{
-		Function: repb.DigestFunction_SHA256, Hash: hex.EncodeToString(sum[:]), Size: int64(len(data))}}
 }
 
 // Figures sum up one phase of a workload.
