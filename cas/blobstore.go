@@ -50,6 +50,9 @@ func (k Key) String() string {
 // true miss may use it: key trouble or backend trouble must not look like one.
 var ErrNotFound = errors.New("not found")
 
+// NotFound is the error of a miss of key.
+func NotFound(key Key) error { return fmt.Errorf("%s: %w", key, ErrNotFound) }
+
 // ErrFull is wrapped by Put errors when the store cannot make room.
 var ErrFull = errors.New("storage full")
 

@@ -21,8 +21,6 @@ import (
 // it is being opened (its record names bytes that a newer Put has removed).
 const getAttempts = 4
 
-func notFound(k cas.Key) error { return fmt.Errorf("%s: %w", k, cas.ErrNotFound) }
-
 // Get opens the object at offset and returns its whole size. Inline objects
 // are copied out of Pebble, so the reader holds no database resources; large
 // objects are returned as their open *os.File, which stays readable even if
@@ -72,7 +70,7 @@ func (s *Store) openObject(key cas.Key, mkey []byte) (io.ReadCloser, int64, erro
 		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
 	}
 	if !found {
-		return nil, 0, notFound(key)
+		return nil, 0, cas.NotFound(key)
 	}
 	s.noteUse(mkey, m)
 	if m.inFile {
@@ -162,7 +160,7 @@ func (s *Store) checkBroken(key cas.Key, mkey []byte, seen meta, why string) err
 	}
 	s.log.Warn("disk store: dropped a broken object; clients will upload it again",
 		"partition", string(key.Partition), "size", cur.size, "reason", why)
-	return notFound(key)
+	return cas.NotFound(key)
 }
 
 // FindMissing looks keys up in sorted order with one iterator per part of

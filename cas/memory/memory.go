@@ -33,7 +33,7 @@ func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadClos
 	data, ok := s.objects[key]
 	s.mu.RUnlock()
 	if !ok {
-		return nil, 0, fmt.Errorf("%s: %w", key, cas.ErrNotFound)
+		return nil, 0, cas.NotFound(key)
 	}
 	if offset < 0 || offset > int64(len(data)) {
 		return nil, 0, fmt.Errorf("offset %d is outside %s of %d bytes", offset, key, len(data))

@@ -62,8 +62,6 @@ func New(objects cas.Backend, index *pgindex.Index, log *slog.Logger) *Store {
 // Index is the store's index, for the evictor and metrics.
 func (s *Store) Index() *pgindex.Index { return s.index }
 
-func notFound(key cas.Key) error { return fmt.Errorf("%s: %w", key, cas.ErrNotFound) }
-
 // Get reads key's object when the index has it.
 func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadCloser, int64, error) {
 	_, found, err := s.index.Lookup(ctx, key)
@@ -71,19 +69,19 @@ func (s *Store) Get(ctx context.Context, key cas.Key, offset int64) (io.ReadClos
 		return nil, 0, err
 	}
 	if !found {
-		return nil, 0, notFound(key)
+		return nil, 0, cas.NotFound(key)
 	}
 	rc, size, err := s.objects.Get(ctx, key, offset)
 	if errors.Is(err, cas.ErrNotFound) {
 		if has, herr := s.index.Has(ctx, []cas.Key{key}); herr != nil || !has[0] {
-			return nil, 0, notFound(key) // deleted meanwhile, row first: a plain miss
+			return nil, 0, cas.NotFound(key) // deleted meanwhile, row first: a plain miss
 		}
 		s.log.Warn("the object store lost an indexed object; deleting its index row. Objects must only be deleted by Sealcache: remove expiration rules from the bucket",
 			"key", key.String())
 		if derr := s.Delete(context.WithoutCancel(ctx), key); derr != nil {
 			s.log.Warn("deleting the index row of a lost object failed", "key", key.String(), "err", derr)
 		}
-		return nil, 0, notFound(key)
+		return nil, 0, cas.NotFound(key)
 	}
 	return rc, size, err
 }
