@@ -7,7 +7,6 @@ package loadtest
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -27,28 +26,14 @@ type Blob struct {
 	Data []byte
 }
 
-// poolSize is the random data blobs are cut from; every blob also starts
-// with its own number, so digests differ.
-const poolSize = 4 << 20
-
 // Blobs makes n blobs of sizes uniform in [minSize, maxSize], deterministic
-// for seed, in partition p. Contents are random (incompressible).
+// for seed, in partition p. Contents are random (incompressible; see
+// loadgen.RandomData).
 func Blobs(seed uint64, n int, minSize, maxSize int64, p cas.Partition) []Blob {
-	r := rand.New(rand.NewPCG(seed, seed+1))
-	pool := make([]byte, poolSize+maxSize)
-	for i := 0; i+8 <= len(pool); i += 8 {
-		binary.LittleEndian.PutUint64(pool[i:], r.Uint64())
-	}
+	data := loadgen.RandomData(seed, n, int(minSize), int(maxSize))
 	blobs := make([]Blob, n)
-	for i := range blobs {
-		size := minSize + r.Int64N(maxSize-minSize+1)
-		off := r.Int64N(poolSize)
-		data := make([]byte, size)
-		copy(data, pool[off:off+size])
-		if size >= 8 {
-			binary.LittleEndian.PutUint64(data, seed<<32|uint64(i))
-		}
-		blobs[i] = Blob{Key: castest.CASKey(p, data), Data: data}
+	for i, d := range data {
+		blobs[i] = Blob{Key: castest.CASKey(p, d), Data: d}
 	}
 	return blobs
 }
