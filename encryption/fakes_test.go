@@ -18,27 +18,8 @@ import (
 	"github.com/sealcache/sealcache/cas/fence"
 	"github.com/sealcache/sealcache/cas/memory"
 	"github.com/sealcache/sealcache/encryption/kms"
+	"github.com/sealcache/sealcache/internal/fakeclock"
 )
-
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // fakeWrapper is a KMS key: it really encrypts (XChaCha20-Poly1305 with a
 // key of its own), binds the associated data, counts calls and fails on
@@ -282,7 +263,7 @@ type env struct {
 	kms     *fakeKMS
 	records *fakeRecords
 	auditor *fakeAuditor
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 	keys    *KeyProvider
 	manager *Manager
 	mem     *memory.Store
@@ -303,7 +284,7 @@ func newEnv(t testing.TB) *env {
 		kms:     newFakeKMS(customerURI, customerURI2, operatorURI),
 		records: newFakeRecords(),
 		auditor: newFakeAuditor(),
-		clock:   newFakeClock(),
+		clock:   fakeclock.New(),
 		mem:     memory.New(),
 	}
 	keys, err := NewKeyProvider(KeyProviderConfig{

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sealcache/sealcache/internal/fakeclock"
 )
 
 func TestAuthenticateAcceptsValidAndRejectsBadSecrets(t *testing.T) {
@@ -73,7 +75,7 @@ func TestAuthCachesRejectionsBriefly(t *testing.T) {
 	eachStore(t, func(t *testing.T, st testStore) {
 		ctx := context.Background()
 		s := st.DB
-		clock := newFakeClock()
+		clock := fakeclock.New()
 		a := newTestAuthenticator(t, s, AuthConfig{Now: clock.Now})
 		lookups := countQueries(s, "FROM api_keys")
 		bad := "sck_knosuchkey0000_" + strings.Repeat("A", 43)
@@ -104,7 +106,7 @@ func TestRevokedKeyStopsAtOnceHereAndWithinTTLElsewhere(t *testing.T) {
 	s, path := openTestStore(t)
 	org := mustCreateOrg(t, s, "acme")
 	key, secret := mustCreateKey(t, s, org.ID, RoleWriter)
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	here := newTestAuthenticator(t, s, AuthConfig{Now: clock.Now})
 
 	// "Another node": its own DB and Authenticator on the same database.
@@ -163,7 +165,7 @@ func TestLastUsedIsWrittenAtMostOncePerMinuteOffTheRequestPath(t *testing.T) {
 		s := st.DB
 		org := mustCreateOrg(t, s, "acme")
 		key, secret := mustCreateKey(t, s, org.ID, RoleReader)
-		clock := newFakeClock()
+		clock := fakeclock.New()
 		start := clock.Now()
 		// A long cache TTL keeps one cache entry for the whole test.
 		a, err := NewAuthenticator(s, AuthConfig{Now: clock.Now, CacheTTL: time.Hour})

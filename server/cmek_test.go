@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,20 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sealcache/sealcache/encryption/kms"
+	"github.com/sealcache/sealcache/internal/fakeclock"
 )
-
-// fakeClock is moved by tests instead of sleeping.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // filesContain reports whether any file under dir holds marker.
 func filesContain(t *testing.T, dir string, marker []byte) bool {
@@ -49,7 +36,7 @@ func filesContain(t *testing.T, dir string, marker []byte) bool {
 }
 
 func TestCMEKLifecycleThroughTheCache(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	clock := fakeclock.At(time.Unix(1_800_000_000, 0))
 	env := startServer(t, func(c *Config) { c.Clock = clock.Now; c.KeyCacheTTL = time.Minute })
 	ctx := context.Background()
 	org := env.defaultOrg()

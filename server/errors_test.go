@@ -14,13 +14,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sealcache/sealcache/encryption/kms"
+	"github.com/sealcache/sealcache/internal/fakeclock"
 )
 
 // When an org's key cannot be used, cache clients are told which key and
 // what to do, but not where the server keeps its files: the local-kms
 // key file's path goes to the server log and the org's audit log only.
 func TestKeyErrorsNameTheKeyButNotTheServersFiles(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	clock := fakeclock.At(time.Unix(1_800_000_000, 0))
 	env := startServer(t, func(c *Config) { c.Clock = clock.Now; c.KeyCacheTTL = time.Minute })
 	ctx := context.Background()
 	if err := kms.CreateLocalKey(env.s.cfg.LocalKMSDir, "customer-paths"); err != nil {

@@ -14,9 +14,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sealcache/sealcache/encryption/kms"
+	"github.com/sealcache/sealcache/internal/fakeclock"
 )
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
 
 // infoLogger logs at the default level into a buffer.
 func infoLogger() (*slog.Logger, *syncBuffer) {
@@ -36,7 +35,7 @@ func logLines(buf *syncBuffer) []string {
 // one line per interval that counts the rest; misses are not logged.
 func TestRefusedRequestsAreLoggedOncePerClassAndInterval(t *testing.T) {
 	log, buf := infoLogger()
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	l := newRefusalLog(log, clock.Now)
 	bad := status.Error(codes.Unauthenticated, "API key is not valid")
 
@@ -89,7 +88,7 @@ func TestRefusedRequestsAreLoggedOncePerClassAndInterval(t *testing.T) {
 // interval, naming the flag that sets the budget.
 func TestEvictionsAreSummedUp(t *testing.T) {
 	log, buf := infoLogger()
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	e := newEvictionLog(log, 1<<30, clock.Now)
 
 	e.evicted(1, 1536)
@@ -196,7 +195,7 @@ func TestServerLogsCMEKEnableAndDisable(t *testing.T) {
 // At shutdown, what was held back is written, whatever its age.
 func TestHeldBackLinesAreWrittenAtShutdown(t *testing.T) {
 	log, buf := infoLogger()
-	clock := newFakeClock()
+	clock := fakeclock.New()
 	l := newRefusalLog(log, clock.Now)
 	e := newEvictionLog(log, 1<<20, clock.Now)
 	bad := status.Error(codes.PermissionDenied, "role reader")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sealcache/sealcache/cas"
 	"github.com/sealcache/sealcache/encryption/kms"
+	"github.com/sealcache/sealcache/internal/fakeclock"
 	adminv1 "github.com/sealcache/sealcache/proto/sealcache/admin/v1"
 	"github.com/sealcache/sealcache/proto/sealcache/admin/v1/adminv1connect"
 )
@@ -187,7 +188,7 @@ func TestDeletingAnOrgDuringAnUploadLeavesNothingOfIt(t *testing.T) {
 // even with the customer's key revoked, over every read path: clients
 // never upload it, and it holds nothing to protect.
 func TestTheEmptyBlobIsPresentForEveryOrgAndEncryptionState(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	clock := fakeclock.At(time.Unix(1_800_000_000, 0))
 	env := startServer(t, func(c *Config) { c.Clock = clock.Now; c.KeyCacheTTL = time.Minute })
 	ctx := context.Background()
 	_, otherKey := createOrg(t, env, "other")

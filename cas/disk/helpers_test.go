@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/sealcache/sealcache/cas"
 	"github.com/sealcache/sealcache/cas/castest"
@@ -26,30 +25,6 @@ func openStore(t testing.TB, dir string, opts Options) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// fakeClock is a clock tests move by hand, so access times differ by
-// whole minutes and the LRU order is exact.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock past the touch resolution.
-func (c *fakeClock) Advance() {
-	c.mu.Lock()
-	c.now = c.now.Add(time.Hour)
-	c.mu.Unlock()
 }
 
 func put(t testing.TB, s cas.BlobStore, k cas.Key, data []byte) {

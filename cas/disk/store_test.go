@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/sealcache/sealcache/cas"
 	"github.com/sealcache/sealcache/cas/castest"
+	"github.com/sealcache/sealcache/internal/fakeclock"
 )
 
 // Tests of what the disk store adds to the conformance suite: eviction,
@@ -32,28 +34,28 @@ import (
 const inlineTestMax = 4 << 10
 
 // lruStore opens a store of three 100-byte objects' room on a fake clock.
-func lruStore(t *testing.T, dir string, clock *fakeClock) *Store {
+func lruStore(t *testing.T, dir string, clock *fakeclock.Clock) *Store {
 	return openStore(t, dir, Options{MaxSize: 300, InlineMaxSize: inlineTestMax, now: clock.Now})
 }
 
 // fillABC stores a, b and c of 100 bytes each, an hour apart.
-func fillABC(t *testing.T, s *Store, clock *fakeClock) (a, b, c cas.Key) {
+func fillABC(t *testing.T, s *Store, clock *fakeclock.Clock) (a, b, c cas.Key) {
 	keys := make([]cas.Key, 3)
 	for i := range keys {
 		k, data := blob(uint64(i), 100)
 		put(t, s, k, data)
 		keys[i] = k
-		clock.Advance()
+		clock.Advance(time.Hour)
 	}
 	return keys[0], keys[1], keys[2]
 }
 
 func TestEvictionTakesTheLeastRecentlyUsed(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.At(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := lruStore(t, t.TempDir(), clock)
 	a, b, c := fillABC(t, s, clock)
 	get(t, s, a) // a is now used more recently than b
-	clock.Advance()
+	clock.Advance(time.Hour)
 	d, data := blob(3, 100)
 	put(t, s, d, data)
 
@@ -71,13 +73,13 @@ func TestEvictionTakesTheLeastRecentlyUsed(t *testing.T) {
 }
 
 func TestFindMissingHitCountsAsUse(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.At(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := lruStore(t, t.TempDir(), clock)
 	a, b, _ := fillABC(t, s, clock)
 	if isMissing(t, s, a) {
 		t.Fatal("a is missing")
 	}
-	clock.Advance()
+	clock.Advance(time.Hour)
 	d, data := blob(3, 150) // needs the room of two objects
 	put(t, s, d, data)
 	if isMissing(t, s, a) {
@@ -89,7 +91,7 @@ func TestFindMissingHitCountsAsUse(t *testing.T) {
 }
 
 func TestAccessOrderSurvivesRestart(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.At(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	dir := t.TempDir()
 	s := lruStore(t, dir, clock)
 	a, b, c := fillABC(t, s, clock)
@@ -97,7 +99,7 @@ func TestAccessOrderSurvivesRestart(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance()
+	clock.Advance(time.Hour)
 	s = lruStore(t, dir, clock)
 	d, data := blob(3, 100)
 	put(t, s, d, data)
@@ -111,7 +113,7 @@ func TestAccessOrderSurvivesRestart(t *testing.T) {
 // it evicts must be overwhelmingly old.
 func TestSampledEvictionPrefersColdObjects(t *testing.T) {
 	const n, size = 2000, 100
-	clock := newFakeClock()
+	clock := fakeclock.At(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := openStore(t, t.TempDir(), Options{MaxSize: n * size, InlineMaxSize: inlineTestMax, now: clock.Now})
 	keys := make([]cas.Key, n)
 	for i := range keys {
@@ -119,7 +121,7 @@ func TestSampledEvictionPrefersColdObjects(t *testing.T) {
 		put(t, s, k, data)
 		keys[i] = k
 	}
-	clock.Advance()
+	clock.Advance(time.Hour)
 	// The even-numbered half is used again: it becomes the hot half.
 	var hot []cas.Key
 	for i := 0; i < n; i += 2 {
@@ -129,7 +131,7 @@ func TestSampledEvictionPrefersColdObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.flushTouches()
-	clock.Advance()
+	clock.Advance(time.Hour)
 	const evict = n / 5
 	for i := range evict {
 		k, data := blob(uint64(n+i), size)
@@ -217,7 +219,7 @@ func TestUsageFollowsOverwritesAcrossTheInlineBoundary(t *testing.T) {
 }
 
 func TestSmallerBudgetAtRestartEvictsToFit(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.At(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	dir := t.TempDir()
 	s := lruStore(t, dir, clock)
 	a, b, c := fillABC(t, s, clock)
@@ -627,7 +629,7 @@ func TestBudgetIsClampedToTheFileSystem(t *testing.T) {
 }
 
 func TestCollectorReportsFigures(t *testing.T) {
-	clock := newFakeClock()
+	clock := fakeclock.At(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := lruStore(t, t.TempDir(), clock)
 	fillABC(t, s, clock)
 	k, data := blob(9, 100)
